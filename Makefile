@@ -1,0 +1,91 @@
+# celery-pgqueue-benchmark: `make bench` runs the comparison, `make test` the tests. `make` lists the rest.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+DATA := $(ROOT)/.data
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+# uv from PATH, else a project-local copy (never the system Python: PEP 668).
+UV := $(shell command -v uv 2>/dev/null || echo $(ROOT)/.tools/bin/uv)
+export PATH := $(VENV)/bin:$(PATH)
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Development-only defaults; production sets these as secrets (docs/deploy.md).
+export ADMIN_USER ?= admin
+export ADMIN_PASSWORD ?= admin
+export SECRET_KEY ?= dev-only-not-secret
+ARGS ?=
+
+##@ Help
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Setup
+$(ROOT)/.tools/bin/uv:
+	python3 -m venv $(ROOT)/.tools
+	$(ROOT)/.tools/bin/pip install --quiet uv
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml services/*/pyproject.toml
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+.PHONY: setup
+setup: $(VENV)/.synced ## Install every dependency into .venv (pinned by uv.lock)
+
+.PHONY: bootstrap
+bootstrap: ## Install the tools for the platform (uv, honcho; overmind, flyctl, tmux where possible)
+	@bash scripts/bootstrap.sh
+
+##@ Database
+.PHONY: db-up
+db-up: setup ## Start the embedded PostgreSQL (data under .data/, URL in .data/embedded-pg.url)
+	@$(PY) -m shared.embedded up
+
+.PHONY: db-down
+db-down: setup ## Stop the embedded PostgreSQL
+	@$(PY) -m shared.embedded down
+
+.PHONY: migrate
+migrate: setup ## Apply both migration lineages (app and queue)
+	@$(PY) -m shared.migrate upgrade
+
+##@ Development
+.PHONY: dev
+dev: migrate ## Run web, celery and pgqueue from Procfile.dev (Overmind if installed, else honcho)
+	@bash scripts/dev.sh start
+
+.PHONY: dev-web
+dev-web: migrate ## Run the web service alone
+	@bash scripts/dev.sh one web
+
+.PHONY: dev-celery
+dev-celery: migrate ## Run the Celery worker alone
+	@bash scripts/dev.sh one celery
+
+.PHONY: dev-pgqueue
+dev-pgqueue: migrate ## Run the pgqueue worker alone
+	@bash scripts/dev.sh one pgqueue
+
+.PHONY: dev-stop
+dev-stop: ## Stop everything `make dev` and `dev-*` started (by PID file)
+	@bash scripts/dev.sh stop
+
+##@ Quality
+.PHONY: test
+test: setup ## Run the whole test suite (sets up what it needs)
+	@$(PY) -m pytest $(ARGS)
+
+.PHONY: lint
+lint: setup ## ruff, mypy on shared/, import-linter contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+##@ Benchmarks
+.PHONY: bench
+bench: setup ## Run the main comparison (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
+	@$(PY) -m shared.smoke $(ARGS)

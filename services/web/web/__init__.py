@@ -1,0 +1,1 @@
+"""The web service: Flask app factory, blueprints, templates and the gunicorn entry point."""

@@ -1,0 +1,154 @@
+"""The workload registry: the job bodies both queues run, identical code for each (design section 6a).
+
+Each workload is `fn(ctx, **params)`. `ctx.deadline` (wall clock, or None) is honoured by the workloads
+that wait or loop, so a timed-out attempt stops its thread soon after the queue gave up on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared.contract import Ctx, JobTimeout
+
+Workload = Callable[..., Any]
+REGISTRY: dict[str, Workload] = {}
+
+
+class UnknownTask(LookupError):
+    """No workload is registered under this name."""
+
+
+class InvalidParams(ValueError):
+    """The parameters do not fit the workload."""
+
+
+def workload(name: str) -> Callable[[Workload], Workload]:
+    """Register `fn` under `name` (the Celery task is `bench.<name>`, the pgqueue task `<name>`)."""
+
+    def register(fn: Workload) -> Workload:
+        REGISTRY[name] = fn
+        return fn
+
+    return register
+
+
+def get(name: str) -> Workload:
+    """The workload registered under `name`, or `UnknownTask` naming the ones that exist."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownTask(f"unknown task {name!r}; registered tasks: {', '.join(sorted(REGISTRY))}") from None
+
+
+def _check_deadline(ctx: Ctx) -> None:
+    if ctx.deadline is not None and time.time() >= ctx.deadline:
+        raise JobTimeout(f"deadline passed at attempt {ctx.attempt}")
+
+
+def _ms(params_ms: Any, name: str) -> float:
+    try:
+        ms = float(params_ms)
+    except (TypeError, ValueError):
+        raise InvalidParams(f"{name}: ms must be a number, got {params_ms!r}") from None
+    if not 0 <= ms <= 3_600_000:
+        raise InvalidParams(f"{name}: ms must be between 0 and 3600000, got {ms}")
+    return ms
+
+
+@workload("noop")
+def noop(ctx: Ctx) -> None:
+    """Does nothing: measures the queue's own overhead."""
+    return None
+
+
+@workload("sleep")
+def sleep(ctx: Ctx, ms: float = 10, honour_deadline: bool = True) -> None:
+    """I/O-bound: waits `ms` milliseconds, in slices so that it stops at `ctx.deadline`.
+
+    `honour_deadline=False` models a body that cannot be interrupted (the timeout tests use it).
+    """
+    end = time.time() + _ms(ms, "sleep") / 1000.0
+    while True:
+        if honour_deadline:
+            _check_deadline(ctx)
+        left = end - time.time()
+        if left <= 0:
+            return None
+        time.sleep(min(left, 0.05))
+
+
+@workload("cpu")
+def cpu(ctx: Ctx, ms: float = 10) -> int:
+    """CPU-bound: burns `ms` milliseconds of this thread's CPU time (it holds the GIL)."""
+    budget = _ms(ms, "cpu") / 1000.0
+    start = time.thread_time()
+    acc = 0
+    n = 0
+    while time.thread_time() - start < budget:
+        for i in range(1000):
+            acc = (acc * 31 + i) % 1_000_003
+        n += 1
+        if n % 64 == 0:
+            _check_deadline(ctx)
+    return acc
+
+
+_db = threading.local()
+
+
+def _app_connection():
+    conn = getattr(_db, "conn", None)
+    if conn is None or conn.closed:
+        from shared import db, settings
+
+        conn = db.connect(settings.load().database_url, role="workload", autocommit=True)
+        _db.conn = conn
+    return conn
+
+
+@workload("db_write")
+def db_write(ctx: Ctx, payload: str = "x") -> None:
+    """Inserts one row into `public.workload_writes` through the app's own connection."""
+    conn = _app_connection()
+    try:
+        conn.execute(
+            "INSERT INTO workload_writes (worker_id, attempt, payload) VALUES (%s, %s, %s)",
+            (ctx.worker_id, ctx.attempt, str(payload)[:200]),
+        )
+    except Exception:
+        _db.conn = None
+        raise
+
+
+@workload("mixed")
+def mixed(ctx: Ctx, seq: int | None = None, ms: float = 5) -> Any:
+    """A mix by sequence number: noop, sleep(ms), cpu(ms) and db_write in turn."""
+    choice = (seq if seq is not None else ctx.seq or 0) % 4
+    if choice == 0:
+        return noop(ctx)
+    if choice == 1:
+        return sleep(ctx, ms=ms)
+    if choice == 2:
+        return cpu(ctx, ms=ms)
+    return db_write(ctx)
+
+
+class FirstAttemptFailure(RuntimeError):
+    """Raised on purpose by `fail_then_succeed` on its first attempt."""
+
+
+@workload("fail_then_succeed")
+def fail_then_succeed(ctx: Ctx, fail_attempts: int = 1) -> None:
+    """Raises on its first `fail_attempts` attempts, then succeeds: exercises both queues' retries."""
+    if ctx.attempt <= int(fail_attempts):
+        raise FirstAttemptFailure(f"failing on purpose at attempt {ctx.attempt} of {int(fail_attempts) + 1}")
+    return None
+
+
+@workload("always_fail")
+def always_fail(ctx: Ctx, message: str = "failing on purpose") -> None:
+    """Always raises: exercises discard after the maximum number of attempts."""
+    raise RuntimeError(message)
