@@ -71,7 +71,7 @@ def test_failing_job_retries_with_growing_delays_then_is_discarded(workers, qcon
     parse = dt.datetime.fromisoformat
     planned = [parse(e["retry_at"]) - parse(e["failed_at"]) for e in errors[:-1]]
     assert planned[0] < planned[1] < planned[2], planned
-    for before, after in zip(errors, errors[1:]):
+    for before, after in zip(errors, errors[1:], strict=False):
         # the next attempt did not start before its retry time
         assert parse(after["attempted_at"]) >= parse(before["retry_at"])
 
