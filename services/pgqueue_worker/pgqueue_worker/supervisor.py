@@ -82,7 +82,8 @@ class Supervisor:
             f"{self.worker_id}-", self.worker_id, s.database_url, on_loaded=self._spool_loaded
         )
         self.maintenance = Maintenance(cfg, self.database_url, self.worker_id) if cfg.maintenance else None
-        self._mark_conn: psycopg.Connection | None = None
+        self._mark_conn: psycopg.Connection | None = None  # the loader thread's
+        self._reap_conn: psycopg.Connection | None = None  # the main thread's
 
     def _spool_loaded(self, wall_time: float) -> None:
         """Everything recorded before `wall_time` is loaded: say so on our row and our children's."""
@@ -98,6 +99,20 @@ class Supervisor:
             if self._mark_conn is not None:
                 self._mark_conn.close()
             self._mark_conn = None
+
+    def _mark_stopped(self, worker_id: str) -> None:
+        """A child is gone: say so at once, so the rescuer need not wait for its heartbeat to age."""
+        try:
+            if self._reap_conn is None or self._reap_conn.closed:
+                self._reap_conn = db.connect(self.database_url, role="pgqueue-supervisor", autocommit=True)
+            self._reap_conn.execute(
+                "UPDATE queue.workers SET stopped_at = now() WHERE id = %s AND stopped_at IS NULL",
+                (worker_id,),
+            )
+        except psycopg.Error:
+            if self._reap_conn is not None:
+                self._reap_conn.close()
+            self._reap_conn = None
 
     def _spawn(self, index: int) -> None:
         self.generations[index] += 1
@@ -124,6 +139,7 @@ class Supervisor:
             if code is None:
                 continue
             del self.children[index]
+            self._mark_stopped(child.worker_id)
             if self.stop.is_set():
                 continue
             if code == EXIT_STUCK:
@@ -189,7 +205,8 @@ class Supervisor:
         if self.maintenance is not None:
             self.maintenance.stop()
         self.loader.stop()
-        if self._mark_conn is not None:
-            self._mark_conn.close()
+        for conn in (self._mark_conn, self._reap_conn):
+            if conn is not None:
+                conn.close()
         self.heartbeat.stop()
         log.info("pgqueue worker %s stopped", self.worker_id)
