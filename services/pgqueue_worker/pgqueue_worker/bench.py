@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
 
+    # SIGTERM runs the cleanup below (stops the embedded cluster) like Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cluster = None
     work = Path(tempfile.mkdtemp(prefix="bench-pgqueue-"))
     if os.environ.get(settings.ENV_DATABASE_URL):

@@ -24,9 +24,10 @@ class Config:
     queues: tuple[str, ...] = ("default",)
     processes: int = 1
     threads: int = 4
-    # claim: at most batch_size jobs per statement; at most threads + prefetch jobs held per process
+    # claim: at most batch_size jobs per statement; at most threads + prefetch jobs held per process,
+    # prefetch adapting to what the process completes in 0.1 s
     batch_size: int = 100
-    prefetch: int = 100
+    prefetch: int = 200
     poll_interval: float = 1.0
     # completions: flushed every flush_interval, or sooner when half the bound is reached; the bound
     # blocks the slots (back-pressure) while the database is away
@@ -73,7 +74,7 @@ NUMERIC: dict[str, tuple[type, float, float, str]] = {
     "processes": (int, 1, 64, "worker processes under this supervisor"),
     "threads": (int, 1, 256, "concurrent job slots (threads) per process"),
     "batch_size": (int, 1, 1000, "most jobs one claim statement takes"),
-    "prefetch": (int, 0, 10000, "jobs a process may hold claimed beyond its busy slots"),
+    "prefetch": (int, 0, 10000, "most jobs a process holds claimed beyond its busy slots (adapts below)"),
     "poll_interval": (float, 0.01, 60, "seconds between claims when no NOTIFY arrives (backstop)"),
     "flush_interval": (float, 0.001, 5, "seconds between completion flushes"),
     "completion_bound": (int, 1, 100000, "most completions buffered before the slots wait"),

@@ -35,6 +35,7 @@ from shared import contract, db, heartbeat, settings, spool, workloads
 log = logging.getLogger("pgqueue_worker.process")
 
 EXIT_STUCK = 3
+PREFETCH_SECONDS = 0.1  # hold about this much work beyond the busy slots (capped by --prefetch)
 PR_SET_PDEATHSIG = 1
 
 
@@ -104,10 +105,12 @@ class WorkerProcess:
         self.database_url = database_url
         self.supervisor_id = supervisor_id
         self.queues = list(cfg.queues)
-        self.capacity = cfg.threads + cfg.prefetch
-        # claim when at least this many jobs fit; slots ask for a claim when the buffer falls this low
-        self.min_claim = max(1, min(cfg.batch_size, self.capacity // 2))
-        self.low_water = max(0, self.capacity - self.min_claim - cfg.threads)
+        # capacity = threads + prefetch, where prefetch adapts to the completion rate (see _adapt)
+        self.rate = 0.0
+        self.done = 0
+        self._rate_at = time.monotonic()
+        self._rate_done = 0
+        self._set_capacity(0)
         self.buffer: collections.deque[Job] = collections.deque()
         self.cond = threading.Condition()
         self.busy = 0
@@ -150,6 +153,30 @@ class WorkerProcess:
         self._rr = 0
         self.claimed = 0
         self.claims = 0
+
+    # --- how much to hold ----------------------------------------------------------------------------
+
+    def _set_capacity(self, prefetch: int) -> None:
+        self.capacity = self.cfg.threads + prefetch
+        # claim when at least this many jobs fit; slots ask for a claim when the buffer falls this low
+        self.min_claim = max(1, min(self.cfg.batch_size, self.capacity // 2))
+        self.low_water = max(0, self.capacity - self.min_claim - self.cfg.threads)
+
+    def _adapt(self) -> None:
+        """Prefetch what this process completes in PREFETCH_SECONDS, at most `--prefetch`.
+
+        Short jobs get batches of `--batch-size` (the slots never wait for a round trip); long jobs are
+        not hoarded by one process while another idles.
+        """
+        now = time.monotonic()
+        elapsed = now - self._rate_at
+        if elapsed < 0.1:
+            return
+        done = self.done
+        current = (done - self._rate_done) / elapsed
+        self.rate = current if self.rate == 0 else 0.5 * self.rate + 0.5 * current
+        self._rate_at, self._rate_done = now, done
+        self._set_capacity(min(self.cfg.prefetch, int(self.rate * PREFETCH_SECONDS)))
 
     # --- wake-ups ------------------------------------------------------------------------------------
 
@@ -202,6 +229,7 @@ class WorkerProcess:
             late = job.timed_out
             slot.job = None
             self.busy -= 1
+            self.done += 1
             if late:
                 self.stuck -= 1
         if late:
@@ -320,6 +348,7 @@ class WorkerProcess:
         poll_at = time.monotonic()
         while not self.stopping.is_set():
             next_deadline = self._check_deadlines()
+            self._adapt()
             if self.stuck >= self.cfg.threads:
                 log.error(
                     "all %d slots are stuck past their deadlines; exiting to be replaced", self.cfg.threads
