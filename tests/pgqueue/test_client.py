@@ -185,3 +185,11 @@ def test_cron_entries(conn):
         dt.datetime(2026, 1, 1, 0, 0, 10, tzinfo=dt.UTC),
         dt.datetime(2026, 1, 1, 0, 0, 15, tzinfo=dt.UTC),
     ]
+
+
+def test_enqueue_many_from_a_generator_of_fresh_params(conn):
+    # each params dict dies after its JobSpec is read: a cache keyed by id() alone would mix them up
+    n = pgqueue.enqueue_many(conn, (pgqueue.JobSpec("sleep", {"ms": i}) for i in range(2000)))
+    assert n == 2000
+    rows = conn.execute("SELECT (params->>'ms')::int FROM queue.pgqueue_jobs ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == list(range(2000))

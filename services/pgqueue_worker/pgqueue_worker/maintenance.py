@@ -88,10 +88,11 @@ def run_cron(conn: psycopg.Connection, cfg: Config) -> int:
                 log.error("cron entry %s: %s", entry["name"], exc)
                 continue
             now: dt.datetime = entry["db_now"]
-            ticks = sched.ticks_between(entry["last_tick"], now)
+            oldest = now - dt.timedelta(seconds=cfg.cron_catchup)
+            # ticks older than the catch-up window are skipped: do not even compute them
+            ticks = sched.ticks_between(max(entry["last_tick"], oldest - dt.timedelta(seconds=1)), now)
             if not ticks:
                 continue
-            oldest = now - dt.timedelta(seconds=cfg.cron_catchup)
             job_id = None
             for tick in ticks:
                 if tick < oldest:

@@ -3,10 +3,12 @@
 `raw_ceiling(url, jobs)` measures, on `queue.pgqueue_calibration` (a primary key and a claim index,
 nothing else), the three figures pgqueue's are compared with:
 
-- **drain**: claim 100 jobs in one statement (`FOR UPDATE SKIP LOCKED`), then complete them in one
-  statement, in a loop from one connection, no job body, no recording: the protocol's ceiling;
+- **drain**: claim 100 jobs in one statement (`FOR UPDATE SKIP LOCKED`, committed asynchronously as
+  pgqueue's claims are), then complete them in one statement (committed synchronously), in a loop from
+  one process, no job body, no recording: the protocol's ceiling;
 - **copy**: a plain COPY of the same rows (what `enqueue_many` does, minus validation and indexes);
-- **insert**: one single-row INSERT per transaction (what one-by-one enqueue does).
+- **insert**: one single-row INSERT per transaction (what one-by-one enqueue does);
+- **notify**: the LISTEN/NOTIFY round trip (p50 and p99, ms), the floor of enqueue-to-start latency.
 
 Each figure is jobs per second. The benchmark helper uses it for its calibration row.
 """
@@ -51,15 +53,20 @@ def raw_copy(url: str, jobs: int) -> float:
 
 def raw_drain(url: str, jobs: int, batch: int = 100) -> float:
     """Jobs per second of claim-`batch`-then-complete from one connection over `jobs` copied rows."""
-    with db.connect(url, role="calibrate", autocommit=True) as conn:
+    with (
+        db.connect(url, role="calibrate", autocommit=True) as conn,
+        db.connect(url, role="calibrate-claim", autocommit=True) as claim,
+    ):
         conn.execute("TRUNCATE queue.pgqueue_calibration")
         with conn.transaction(), conn.cursor().copy(COPY) as copy:
             copy.write(_rows(jobs))
         conn.execute("VACUUM ANALYZE queue.pgqueue_calibration")
+        # as pgqueue: claims commit asynchronously, completions synchronously
+        claim.execute("SET synchronous_commit TO off")
         done = 0
         started = time.perf_counter()
         while True:
-            rows = conn.execute(CLAIM, {"limit": batch}, prepare=True).fetchall()
+            rows = claim.execute(CLAIM, {"limit": batch}, prepare=True).fetchall()
             if not rows:
                 break
             conn.execute(COMPLETE, {"ids": [r[0] for r in rows]}, prepare=True)
@@ -80,6 +87,35 @@ def raw_insert(url: str, jobs: int) -> float:
         return jobs / (time.perf_counter() - started)
 
 
+def raw_notify(url: str, count: int = 300, interval: float = 0.005) -> dict[str, float]:
+    """Round trip of a NOTIFY (sent in its own transaction) to a listening connection, in ms."""
+    import threading
+
+    listener = db.connect(url, role="calibrate-listen", autocommit=True)
+    listener.execute("LISTEN pgqueue_calibration")
+    delays: list[float] = []
+
+    def listen() -> None:
+        for note in listener.notifies(timeout=count * interval + 10, stop_after=count):
+            delays.append((time.time() - float(note.payload)) * 1000)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    with db.connect(url, role="calibrate", autocommit=True) as conn:
+        for _ in range(count):
+            conn.execute("SELECT pg_notify('pgqueue_calibration', %s)", (repr(time.time()),), prepare=True)
+            time.sleep(interval)
+    thread.join(count * interval + 15)
+    listener.close()
+    delays.sort()
+    if not delays:
+        return {"notify_p50_ms": float("nan"), "notify_p99_ms": float("nan")}
+    return {
+        "notify_p50_ms": delays[len(delays) // 2],
+        "notify_p99_ms": delays[min(len(delays) - 1, round(0.99 * (len(delays) - 1)))],
+    }
+
+
 def raw_ceiling(url: str, jobs: int = 100_000, insert_jobs: int | None = None) -> dict[str, Any]:
     """The raw ceiling on `url`: `{"drain": jobs/s, "copy": jobs/s, "insert": jobs/s, ...}`.
 
@@ -94,6 +130,7 @@ def raw_ceiling(url: str, jobs: int = 100_000, insert_jobs: int | None = None) -
         "drain": raw_drain(url, jobs),
         "copy": raw_copy(url, jobs),
         "insert": raw_insert(url, insert_jobs),
+        **raw_notify(url),
     }
     with db.connect(url, role="calibrate", autocommit=True) as conn:
         conn.execute("TRUNCATE queue.pgqueue_calibration")

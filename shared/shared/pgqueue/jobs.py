@@ -242,7 +242,8 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
     plain_queues: set[str] = set()
     seen_tasks: set[str] = set()
     seen_queues: set[str] = set()
-    encoded_params: dict[int, str] = {}
+    # params object id -> (the object, its COPY text); holding the object keeps its id from being reused
+    encoded_params: dict[int, tuple[object, str]] = {}
     for job in jobs:
         if not isinstance(job, JobSpec):
             raise InvalidJob(f"enqueue_many takes JobSpec objects, got {type(job).__name__}")
@@ -266,12 +267,14 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
             continue
         # Many jobs share one params object: encode it once (ids are stable while `jobs` holds them).
         params = job.params
-        p: str | None = "{}"
+        p = "{}"
         if params is not None:
-            p = encoded_params.get(id(params))
-            if p is None:
+            cached = encoded_params.get(id(params))
+            if cached is not None and cached[0] is params:
+                p = cached[1]
+            else:
                 p = _copy_field(_encode_params(params, task))
-                encoded_params[id(params)] = p
+                encoded_params[id(params)] = (params, p)
         m = "{}" if job.meta is None else _copy_field(_encode_meta(job.meta, task))
         t = "\\N" if timeout is None else repr(timeout)
         if run_at is None:
