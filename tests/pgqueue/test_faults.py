@@ -187,6 +187,14 @@ def test_postgresql_restart_mid_run_loses_nothing(output_dir, spool_dir, monkeyp
 
 
 def test_claim_query_uses_its_partial_index_on_a_million_rows(qconn):
+    # Building the secondary indexes once after the load is many times faster than maintaining them row
+    # by row; the plan is then taken on exactly the migrated schema.
+    indexes = qconn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'queue' AND tablename = 'pgqueue_jobs' "
+        "AND indexname <> 'pgqueue_jobs_pkey'"
+    ).fetchall()
+    for name, _ in indexes:
+        qconn.execute(f'DROP INDEX queue."{name}"')
     qconn.execute(
         """
         INSERT INTO queue.pgqueue_jobs (state, queue, task, priority, attempt, finished_at, run_at)
@@ -198,6 +206,8 @@ def test_claim_query_uses_its_partial_index_on_a_million_rows(qconn):
           FROM generate_series(1, 1000000) AS g
         """
     )
+    for _, definition in indexes:
+        qconn.execute(definition)
     qconn.execute("ANALYZE queue.pgqueue_jobs")
     assert qconn.execute("SELECT count(*) FROM queue.pgqueue_jobs").fetchone()[0] == 1_000_000
     from shared.pgqueue import queries

@@ -20,11 +20,14 @@ log = logging.getLogger("pgqueue_worker")
 
 def make_worker(cfg: config_mod.Config, s: settings.Settings) -> Supervisor:
     """The worker for `cfg` on the database of `s`."""
+    from pgqueue_worker.supervisor import Supervisor
+
     return Supervisor(cfg, s)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = config_mod.parser().parse_args(argv)
+
     try:
         cfg = config_mod.from_args(args)
         s = settings.load()
