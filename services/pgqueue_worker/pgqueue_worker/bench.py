@@ -392,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             figures["raw"] = {"runs": cal, **raw}
             log(
-                f"raw ceiling: drain {raw['drain']:,.0f}/s (claim 100 + complete, one connection), "
-                f"COPY {raw['copy']:,.0f}/s, single INSERT {raw['insert']:,.0f}/s"
+                f"raw ceiling: drain {raw['drain']:,.0f}/s (claim 100 + complete), "
+                f"COPY {raw['copy']:,.0f}/s, single INSERT {raw['insert']:,.0f}/s, "
+                f"NOTIFY round trip p50 {raw['notify_p50_ms']:.2f} ms, p99 {raw['notify_p99_ms']:.2f} ms"
             )
 
             bulk = [bench_bulk(conn, args.jobs) for _ in range(args.repeat)]
