@@ -80,7 +80,10 @@ def test_enqueue_many_copies_with_one_notify_per_queue(database_url, conn):
     jobs = [
         pgqueue.JobSpec("sleep", shared_params, queue="q1", meta={"run_id": 3, "seq": i}) for i in range(500)
     ]
-    jobs += [pgqueue.JobSpec("noop", {"s": "tab\there \\ back"}, queue="q2", priority=3) for _ in range(10)]
+    jobs += [
+        pgqueue.JobSpec("noop", {"s": "tab\there \\ back"}, queue="q2", priority=3, meta={"n": "a\\b\n"})
+        for _ in range(10)
+    ]
     jobs += [pgqueue.JobSpec("noop", queue="q2", run_at=dt.timedelta(hours=1)) for _ in range(5)]
     jobs += [pgqueue.JobSpec("noop", queue="q3", unique_key=f"k{i % 3}") for i in range(6)]
     assert pgqueue.enqueue_many(conn, jobs) == 500 + 10 + 5 + 3
@@ -89,6 +92,9 @@ def test_enqueue_many_copies_with_one_notify_per_queue(database_url, conn):
     assert sorted(notes) == ["q1", "q2", "q3"]
     rows = dict(conn.execute("SELECT state::text, count(*) FROM queue.pgqueue_jobs GROUP BY 1").fetchall())
     assert rows == {"available": 513, "scheduled": 5}
+    assert conn.execute("SELECT meta FROM queue.pgqueue_jobs WHERE priority = 3 LIMIT 1").fetchone()[0] == {
+        "n": "a\\b\n"
+    }
     assert conn.execute("SELECT params FROM queue.pgqueue_jobs WHERE priority = 3 LIMIT 1").fetchone()[0] == {
         "s": "tab\there \\ back"
     }

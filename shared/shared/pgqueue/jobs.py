@@ -255,10 +255,15 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
         if queue not in seen_queues:
             check_queue(queue)
             seen_queues.add(queue)
-        priority = _check_priority(job.priority)
-        max_attempts = _check_max_attempts(job.max_attempts)
-        timeout = _check_timeout(job.timeout)
-        run_at = _check_run_at(job.run_at)
+        # the common values take the fast path; anything else gets the full check and its message
+        priority = job.priority
+        if type(priority) is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            priority = _check_priority(priority)
+        max_attempts = (
+            DEFAULT_MAX_ATTEMPTS if job.max_attempts is None else _check_max_attempts(job.max_attempts)
+        )
+        timeout = None if job.timeout is None else _check_timeout(job.timeout)
+        run_at = None if job.run_at is None else _check_run_at(job.run_at)
         if job.unique_key is not None:
             _check_unique_key(job.unique_key)
             _encode_params(job.params, task)
@@ -275,7 +280,18 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
             else:
                 p = _copy_field(_encode_params(params, task))
                 encoded_params[id(params)] = (params, p)
-        m = "{}" if job.meta is None else _copy_field(_encode_meta(job.meta, task))
+        meta = job.meta
+        if meta is None:
+            m = "{}"
+        elif type(meta) is dict:
+            try:
+                m = _ENCODER.encode(meta)
+            except (TypeError, ValueError):
+                m = _encode_meta(meta, task)  # raises with the message
+            if "\\" in m:
+                m = m.replace("\\", "\\\\")
+        else:
+            m = _copy_field(_encode_meta(meta, task))
         t = "\\N" if timeout is None else repr(timeout)
         if run_at is None:
             plain.append(f"{queue}\t{task}\t{p}\t{m}\t{priority}\t{max_attempts}\t{t}\n")
