@@ -89,3 +89,15 @@ lint: setup ## ruff, mypy on shared/, import-linter contracts
 .PHONY: bench
 bench: setup ## Run the main comparison (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
 	@$(PY) -m shared.smoke $(ARGS)
+
+##@ Deployment
+.PHONY: deploy
+deploy: ## Deploy to Fly.io: flyctl deploy with fly.toml (docs/deploy.md); ARGS go to flyctl
+	@fly=$$(command -v flyctl || command -v fly); \
+	if [ -z "$$fly" ]; then \
+	  echo "make deploy: flyctl is not installed (neither flyctl nor fly is on PATH)." \
+	    "Install it (https://fly.io/docs/flyctl/install/; 'make bootstrap' does on macOS)," \
+	    "run 'flyctl auth login', then follow docs/deploy.md." >&2; \
+	  exit 1; \
+	fi; \
+	"$$fly" deploy $(ARGS)
