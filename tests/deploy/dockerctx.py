@@ -277,7 +277,7 @@ def replay(df: Dockerfile, context: Path, workspace: Path, uv: str, base_env: di
         _copy_into(context / rel, staged / rel)
     roots: dict[int, Path] = {}
     log: list[str] = []
-    state: dict[str, object] = {}
+    result: Replayed | None = None
     for stage in df.stages:
         root = workspace / f"stage{stage.index}"
         parent = df.stage(stage.base)
@@ -286,7 +286,10 @@ def replay(df: Dockerfile, context: Path, workspace: Path, uv: str, base_env: di
         else:
             root.mkdir(parents=True)
         roots[stage.index] = root
-        workdir, env, cmd, user = "/", {}, [], None
+        workdir = "/"
+        env: dict[str, str] = {}
+        cmd: list[str] = []
+        user: str | None = None
         for ins in stage.instructions:
             if ins.cmd == "WORKDIR":
                 workdir = posixpath.join(workdir, ins.value[0])
@@ -309,7 +312,7 @@ def replay(df: Dockerfile, context: Path, workspace: Path, uv: str, base_env: di
                     src_path = src_root / src.lstrip("/")
                     if not src_path.exists():
                         raise ReplayError(
-                            f"{df.path}:{ins.line}: COPY source {src} is not in the build context"
+                            f"{df.path}:{ins.line}: COPY source {src} is not in {origin or 'the build context'}"
                         )
                     target = root / dest_abs.lstrip("/")
                     if src_path.is_file() and dest.endswith("/"):
@@ -339,12 +342,6 @@ def replay(df: Dockerfile, context: Path, workspace: Path, uv: str, base_env: di
                     raise ReplayError(
                         f"{df.path}:{ins.line}: `{command}` failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
                     )
-        state = {"workdir": workdir, "env": env, "cmd": cmd, "user": user}
-    return Replayed(
-        root=roots[df.final.index],
-        workdir=str(state["workdir"]),
-        env=dict(state["env"]),  # type: ignore[call-overload]
-        cmd=list(state["cmd"]),  # type: ignore[call-overload]
-        user=state["user"],  # type: ignore[arg-type]
-        log=log,
-    )
+        result = Replayed(root=root, workdir=workdir, env=env, cmd=cmd, user=user, log=log)
+    assert result is not None, f"{df.path} has no FROM"
+    return result
