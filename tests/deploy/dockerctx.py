@@ -252,13 +252,26 @@ class Replayed:
         return env
 
 
+# Image settings that change how fast files land, never which: bytecode compilation (it only saves start-up
+# time) and the link mode (an image copies out of its cache mount; a replay hard-links from uv's cache).
+REPLAY_OVERRIDES = {"UV_COMPILE_BYTECODE", "UV_LINK_MODE"}
+
+
 class ReplayError(AssertionError):
     pass
 
 
+def _link_or_copy(src: str, dest: str) -> None:
+    # Stages share files by hard link where they can: a COPY between stages is then nearly free.
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
 def _copy_into(src: Path, dest: Path) -> None:
     if src.is_dir():
-        shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+        shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True, copy_function=_link_or_copy)
     else:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest, follow_symlinks=False)
@@ -268,8 +281,7 @@ def replay(df: Dockerfile, context: Path, workspace: Path, uv: str, base_env: di
     """Replay `df` against the build context at `context`; every stage gets a folder under `workspace`.
 
     Build-context COPYs see only what `.dockerignore` lets through, as a staged copy of the context;
-    `uv` RUNs run with the stage's ENV (bytecode compilation off: it only saves start-up time)
-    in its WORKDIR. Raises `ReplayError` with uv's output when an install step fails.
+    `uv` RUNs run with the stage's ENV but for `REPLAY_OVERRIDES`, in its WORKDIR. Raises `ReplayError` with uv's output when an install step fails.
     """
     ignore = DockerIgnore.load(context / ".dockerignore")
     staged = workspace / "context"
@@ -325,7 +337,7 @@ def replay(df: Dockerfile, context: Path, workspace: Path, uv: str, base_env: di
                     continue
                 run_env = dict(base_env)
                 for key, val in env.items():
-                    if key.startswith("UV_") and key != "UV_COMPILE_BYTECODE":
+                    if key.startswith("UV_") and key not in REPLAY_OVERRIDES:
                         run_env[key] = str(root / val.lstrip("/")) if val.startswith("/") else val
                 argv = [uv, *shlex.split(command)[1:]]
                 proc = subprocess.run(
