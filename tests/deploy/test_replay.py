@@ -24,7 +24,7 @@ import psycopg
 
 from shared import celery_app, embedded, settings
 
-from ..support import Proc, service_env, wait_until
+from ..support import ROOT, Proc, service_env, wait_until
 from .conftest import strip_venv
 from .dockerctx import Replayed
 from .project import ROOT_DOCKERFILE, SERVICES, fly
@@ -90,6 +90,20 @@ def assert_only(image: Replayed, env: dict[str, str], *modules: str) -> None:
     assert {m for m, present in found.items() if present} == set(modules)
 
 
+def assert_packages_complete(image: Replayed, modules: list[str]) -> None:
+    """Every file of these workspace packages (SQL, templates, static assets too) reached the image."""
+    [site] = image.path("/app/.venv/lib").glob("python*/site-packages")
+    for module in modules:
+        [source] = [p for p in (ROOT / "shared", *(ROOT / "services").iterdir()) if (p / module).is_dir()]
+        files = {
+            f.relative_to(source).as_posix()
+            for f in (source / module).rglob("*")
+            if f.is_file() and "__pycache__" not in f.parts
+        }
+        missing = sorted(f for f in files if not (site / f).is_file())
+        assert not missing, f"not in the image's {module} package: {missing}"
+
+
 def migrate_from(image: Replayed, env: dict[str, str]) -> None:
     """fly.toml's release_command, run inside the image."""
     proc = run(image, shlex.split(fly()["deploy"]["release_command"]), env)
@@ -125,6 +139,7 @@ def test_fly_image_migrates_an_empty_database_and_holds_every_service(replays, e
     migrate_from(image, env)
     assert all(versions(empty_database_url).values()), "both lineages at a revision"
     assert_only(image, env, *SERVICE_MODULES.values())
+    assert_packages_complete(image, ["shared", *SERVICE_MODULES.values()])
     for process, command in fly()["processes"].items():
         program = shutil.which(shlex.split(command)[0], path=env["PATH"])
         assert program and Path(program).is_relative_to(image.root), (process, program)
