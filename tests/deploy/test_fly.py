@@ -95,6 +95,12 @@ def test_start_command_agrees_everywhere(service):
     )
 
 
+def test_web_image_checks_its_health_on_up():
+    [web] = [s for s in SERVICES if s.process == "web"]
+    [check] = Dockerfile(web.dockerfile).final.of("HEALTHCHECK")
+    assert check.value[0] == "CMD" and "/up" in check.value[-1]
+
+
 def test_root_image_runs_web_by_default_and_holds_every_script():
     assert list(Dockerfile(ROOT_DOCKERFILE).final.of("CMD")[-1].value) == ["bench-web"]
     assert set(procfile()) == {s.process for s in SERVICES}

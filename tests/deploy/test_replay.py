@@ -26,7 +26,7 @@ from shared import celery_app, embedded, settings
 
 from ..support import ROOT, Proc, service_env, wait_until
 from .conftest import strip_venv
-from .dockerctx import Replayed
+from .dockerctx import Dockerfile, Replayed
 from .project import ROOT_DOCKERFILE, SERVICES, fly
 
 SERVICE_MODULES = {"web": "web", "celery": "celery_worker", "pgqueue": "pgqueue_worker"}
@@ -152,11 +152,16 @@ def test_web_image_answers_up_and_stops_on_sigterm(replays, database_url, output
     image = replayed(replays, web.dockerfile)
     port = embedded.free_port()
     env = image_env(image, database_url, PORT=str(port), WEB_CONCURRENCY="1")
-    migrate_from(image, env)  # the migrations need nothing the web image lacks
+    # The migrations need nothing the service images lack (the workers' images are built alike).
+    migrate_from(image, env)
     assert_only(image, env, "web")
     proc = start(image, image.cmd, env, output_dir / "web.log")
     try:
         wait_until(lambda: http_status(f"http://127.0.0.1:{port}/up") == 200, 60, message="/up 200")
+        # The image's HEALTHCHECK, run inside the image, agrees.
+        [check] = Dockerfile(web.dockerfile).final.of("HEALTHCHECK")
+        health = run(image, list(check.value[1:]), env)
+        assert health.returncode == 0, health.stderr
         assert stop_with_sigterm(proc) == 0, proc.log()
     finally:
         proc.stop()
@@ -174,7 +179,6 @@ def test_celery_image_takes_a_job_and_stops_on_sigterm(replays, database_url, ou
         BENCH_CELERY_CONCURRENCY="2",
         BENCH_CELERY_POLLING_INTERVAL="0.1",
     )
-    migrate_from(image, env)
     assert_only(image, env, "celery_worker")
     proc = start(image, image.cmd, env, output_dir / "celery.log")
     run_id = 700_000 + time.time_ns() % 100_000
@@ -208,7 +212,6 @@ def test_pgqueue_image_starts_heartbeats_and_stops_on_sigterm(replays, database_
     [pgqueue] = [s for s in SERVICES if s.process == "pgqueue"]
     image = replayed(replays, pgqueue.dockerfile)
     env = image_env(image, database_url)
-    migrate_from(image, env)
     assert_only(image, env, "pgqueue_worker")
     proc = start(image, image.cmd, env, output_dir / "pgqueue.log")
 
