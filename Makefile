@@ -90,6 +90,11 @@ lint: setup ## ruff, mypy on shared/, import-linter contracts
 bench: setup ## Run the main comparison (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
 	@$(PY) -m shared.smoke $(ARGS)
 
+##@ Benchmarks: pgqueue
+.PHONY: bench-pgqueue
+bench-pgqueue: setup ## pgqueue's figures beside the raw-SQL ceiling (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
+	@$(PY) -m pgqueue_worker.bench $(ARGS)
+
 ##@ Deployment
 .PHONY: deploy
 deploy: ## Deploy to Fly.io: flyctl deploy with fly.toml (docs/deploy.md); ARGS go to flyctl
