@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 import pytest
+from pgqueue_worker import config as pgqueue_config
 
 from ..support import ROOT
 from .dockerctx import Dockerfile
@@ -62,6 +63,8 @@ def test_kill_signal_and_timeout_allow_a_graceful_worker_shutdown():
     timeout = seconds(conf["kill_timeout"])
     assert 60 <= timeout <= FLY_MAX_KILL_TIMEOUT
     assert timeout > GUNICORN_GRACEFUL_TIMEOUT
+    # pgqueue lets its running jobs finish for up to shutdown_timeout, then flushes and exits.
+    assert timeout >= 2 * pgqueue_config.Config().shutdown_timeout
     for path in [ROOT_DOCKERFILE, *(s.dockerfile for s in SERVICES)]:
         assert Dockerfile(path).final.of("STOPSIGNAL")[0].value[0] == conf["kill_signal"]
 
@@ -78,6 +81,15 @@ def test_both_workers_get_equal_vm_sizes():
     assert set(by_process) == {s.process for s in SERVICES}
     assert by_process["celery"] == by_process["pgqueue"]
     assert by_process["celery"], "a size, not the platform default"
+
+
+def test_both_workers_get_equal_slots():
+    env = fly()["env"]
+    assert env["BENCH_CELERY_POOL"] == "prefork"  # one slot per process
+    pgqueue_slots = int(env["PGQUEUE_PROCESSES"]) * int(env["PGQUEUE_THREADS"])
+    assert int(env["BENCH_CELERY_CONCURRENCY"]) == pgqueue_slots
+    # Both values pass the workers' own validation.
+    pgqueue_config.from_args(pgqueue_config.parser().parse_args([]), env)
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.process)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import psycopg
 
-from shared import celery_app, embedded, settings
+from shared import celery_app, embedded, pgqueue, settings
 
-from ..support import ROOT, Proc, service_env, wait_until
+from ..support import ROOT, Proc, service_env, session_processes, wait_until
 from .conftest import strip_venv
 from .dockerctx import Dockerfile, Replayed
 from .project import ROOT_DOCKERFILE, SERVICES, fly
@@ -120,9 +120,23 @@ def http_status(url: str) -> int:
 
 
 def stop_with_sigterm(proc: Proc, timeout: float = 60) -> int:
-    """What the container runtime does with STOPSIGNAL: SIGTERM to PID 1 alone, then wait."""
+    """What the container runtime does with STOPSIGNAL: SIGTERM to PID 1 alone, then wait.
+
+    The service's own children (gunicorn's workers, pgqueue's processes) must go with it: a container
+    ends when PID 1 does, so a child left behind would be killed, not stopped.
+    """
     proc.popen.send_signal(signal.SIGTERM)
-    return proc.popen.wait(timeout)
+    code = proc.popen.wait(timeout)
+    wait_until(lambda: not session_processes(proc.pid), 15, message="no child of the service left")
+    return code
+
+
+def finished(url: str, run_id: int) -> int:
+    """How many finish records job_events holds for job 1 of `run_id`."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM job_events WHERE run_id = %s AND seq = 1 AND kind = 'finish'", (run_id,)
+        ).fetchone()[0]
 
 
 def versions(url: str) -> dict[str, str | None]:
@@ -189,14 +203,9 @@ def test_celery_image_takes_a_job_and_stops_on_sigterm(replays, database_url, ou
             app, "noop", {}, {"run_id": run_id, "seq": 1, "enqueued_at": time.time()}, queue=queue
         )
 
-        def finished():
-            with psycopg.connect(database_url) as conn:
-                return conn.execute(
-                    "SELECT count(*) FROM job_events WHERE run_id = %s AND seq = 1 AND kind = 'finish'",
-                    (run_id,),
-                ).fetchone()[0]
-
-        wait_until(finished, 60, message="the noop's finish record in job_events")
+        wait_until(
+            lambda: finished(database_url, run_id), 60, message="the noop's finish record in job_events"
+        )
         assert stop_with_sigterm(proc) == 0, proc.log()
     finally:
         proc.stop()
@@ -204,16 +213,16 @@ def test_celery_image_takes_a_job_and_stops_on_sigterm(replays, database_url, ou
     assert list(image.path(image.env["BENCH_DATA_DIR"]).glob("spool/*.spool"))
 
 
-def test_pgqueue_image_starts_heartbeats_and_stops_on_sigterm(replays, database_url, output_dir):
-    # TODO(pgqueue): once the pgqueue worker lands on main (branch `pgqueue`), make this take a job:
-    # `pgqueue.enqueue(conn, "noop", {}, queue=<own queue>, meta={"run_id": ..., "seq": 1, ...})` from
-    # `shared.pgqueue`, start the worker on that queue, and wait for the finish record in job_events,
-    # as the Celery test does.
-    [pgqueue] = [s for s in SERVICES if s.process == "pgqueue"]
-    image = replayed(replays, pgqueue.dockerfile)
-    env = image_env(image, database_url)
+def test_pgqueue_image_takes_a_job_and_stops_on_sigterm(replays, database_url, output_dir):
+    [pgqueue_service] = [s for s in SERVICES if s.process == "pgqueue"]
+    image = replayed(replays, pgqueue_service.dockerfile)
+    queue = f"deploy-{time.time_ns()}"
+    env = image_env(
+        image, database_url, PGQUEUE_QUEUES=queue, PGQUEUE_THREADS="2", PGQUEUE_POLL_INTERVAL="0.2"
+    )
     assert_only(image, env, "pgqueue_worker")
     proc = start(image, image.cmd, env, output_dir / "pgqueue.log")
+    run_id = 800_000 + time.time_ns() % 100_000
 
     def heartbeat() -> int:
         with psycopg.connect(database_url) as conn:
@@ -223,6 +232,13 @@ def test_pgqueue_image_starts_heartbeats_and_stops_on_sigterm(replays, database_
 
     try:
         wait_until(heartbeat, 60, message="a pgqueue heartbeat in queue.workers")
+        with psycopg.connect(database_url) as conn:  # the job exists once this transaction commits
+            pgqueue.enqueue(
+                conn, "noop", {}, queue=queue, meta={"run_id": run_id, "seq": 1, "enqueued_at": time.time()}
+            )
+        wait_until(
+            lambda: finished(database_url, run_id), 60, message="the noop's finish record in job_events"
+        )
         assert stop_with_sigterm(proc) == 0, proc.log()
     finally:
         proc.stop()
