@@ -109,7 +109,8 @@ class CeleryWorker:
         self.info: dict[str, Any] = {}
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
