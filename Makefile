@@ -89,3 +89,7 @@ lint: setup ## ruff, mypy on shared/, import-linter contracts
 .PHONY: bench
 bench: setup ## Run the main comparison (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
 	@$(PY) -m shared.smoke $(ARGS)
+
+.PHONY: bench-celery
+bench-celery: setup ## Celery alone: drain 10k no-ops, publish one by one, 3 brokers x 2 configurations x 2 pools; ARGS=--help
+	@$(PY) -m shared.bench_celery $(ARGS)

@@ -107,6 +107,7 @@ class CeleryWorker:
         self.pid = self.popen.pid
         self.ready_at: float | None = None
         self.info: dict[str, Any] = {}
+        self.worker_id: str | None = None
 
     def log(self) -> str:
         if not self._log.closed:

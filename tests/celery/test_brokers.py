@@ -3,6 +3,7 @@ as configured, its result lands in `queue.celery_taskmeta`, and the heartbeat te
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -47,6 +48,15 @@ def check_broker(broker: str, database_url: str, spool_dir, output_dir) -> None:
                 assert info["polling_interval"] == 0.1
             if broker == "redis":
                 assert info["visibility_timeout"] == celery_app.DEFAULT_REDIS_VISIBILITY_TIMEOUT
+
+            # Remote control (inspect, control) broadcasts through a fanout exchange: it answers on Redis
+            # and RabbitMQ; the SQL transport has no fanout, so nothing can answer there.
+            node = f"{worker.worker_id}@{socket.gethostname()}"
+            replies = app.control.inspect(destination=[node], timeout=2).ping()
+            if broker == "postgres":
+                assert replies is None
+            else:
+                assert replies == {node: {"ok": "pong"}}
 
             run_id = 4242
             ok = celery_app.send(
