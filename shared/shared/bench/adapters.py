@@ -8,6 +8,7 @@ its workers as subprocesses in their own process groups. Celery is reached throu
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import signal
@@ -42,6 +43,27 @@ def pgqueue_module() -> Any:
     if not hasattr(mod, "enqueue_many") or not hasattr(mod, "JobSpec"):
         raise AdapterUnavailable("pgqueue engine not available (shared.pgqueue has no enqueue_many)")
     return mod
+
+
+@functools.cache
+def pgqueue_worker_available() -> str | None:
+    """None when `bench-pgqueue-worker` is the real engine, else why not.
+
+    The foundation's stub only heartbeats; the engine's worker has the `--no-record` flag the paired
+    overhead runs need, which tells them apart without importing the service.
+    """
+    try:
+        pgqueue_module()
+    except AdapterUnavailable as exc:
+        return str(exc)
+    exe = BIN / "bench-pgqueue-worker"
+    try:
+        out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"pgqueue engine not available ({exe}: {exc})"
+    if "--no-record" not in out:
+        return "pgqueue engine not available (bench-pgqueue-worker is the foundation's stub)"
+    return None
 
 
 def meta(run_id: int, seq: int, enqueued_at: float, scheduled_at: float | None = None) -> dict[str, Any]:

@@ -66,7 +66,9 @@ def raw_ceiling(url: str, jobs: int) -> dict[str, Any]:
         try:
             result = fn(url, jobs)
             if isinstance(result, dict):
-                return {"source": "shared.pgqueue.calibrate", **result}
+                # pgqueue's measurement reports jobs/s per phase; "drain" is the claim-and-complete ceiling.
+                rate = result.get("jobs_per_second") or result.get("drain")
+                return {"source": "shared.pgqueue.calibrate", **result, "jobs_per_second": rate}
             return {"source": "shared.pgqueue.calibrate", "jobs": jobs, "jobs_per_second": float(result)}
         except Exception:  # noqa: BLE001 - fall back to our own measurement
             pass

@@ -82,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-calibration", action="store_true", help="skip the raw SQL ceiling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=None,
+        help="end a run when no job finished for this long (default 20, fault runs 45: pgqueue's rescue)",
+    )
     p.add_argument("--loglevel", default="WARNING")
     return p
 
@@ -124,6 +130,10 @@ def build_spec(args: argparse.Namespace, available: dict[str, str | None]) -> tu
             raise UsageError(f"{name} must be a positive number of jobs, got {value}")
     if args.rate <= 0 or args.duration <= 0:
         raise UsageError(f"--rate and --duration must be positive, got {args.rate} and {args.duration}")
+    if args.stall_seconds is not None and args.stall_seconds <= 0:
+        raise UsageError(f"--stall-seconds must be positive, got {args.stall_seconds}")
+    if args.repetitions < 1:
+        raise UsageError(f"--repetitions must be at least 1, got {args.repetitions}")
     if args.slots < 2:
         raise UsageError(f"--slots must be at least 2 (pgqueue runs 2 processes), got {args.slots}")
     data = spec.default_matrix(
@@ -163,11 +173,7 @@ def build_spec(args: argparse.Namespace, available: dict[str, str | None]) -> tu
 def availability(s: settings.Settings) -> dict[str, str | None]:
     """Why each optional piece cannot run (None: it can)."""
     out: dict[str, str | None] = {b: adapters.check_broker(b, s) for b in ("redis", "rabbitmq")}
-    try:
-        adapters.pgqueue_module()
-        out["pgqueue"] = None
-    except adapters.AdapterUnavailable as exc:
-        out["pgqueue"] = str(exc)
+    out["pgqueue"] = adapters.pgqueue_worker_available()
     return out
 
 
@@ -273,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
                 on_progress=progress,
                 calibrate=not args.no_calibration,
                 notes=notes,
+                stall_seconds=args.stall_seconds,
             )
         except RuntimeError as exc:
             progress.close()

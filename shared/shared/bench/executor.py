@@ -91,6 +91,7 @@ class Executor:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         calibrate: bool = True,
         notes: list[str] | None = None,
+        stall_seconds: float | None = None,
     ) -> None:
         self.experiment_id = experiment_id
         self.settings = settings.load()
@@ -106,6 +107,7 @@ class Executor:
         self._group_count = 0
         self.calibration: dict[int, dict[str, Any]] = {}
         self.notes: list[str] = list(notes or [])
+        self.stall_seconds = stall_seconds
         self.pg_restart_possible = cluster is not None
         self._seen_cases: set[str] = set()
 
@@ -273,11 +275,8 @@ class Executor:
             key = worker_key(case)
             if case.scenario == "fault" or key in self.groups or self._skip_reason(case):
                 continue
-            if case.adapter == "pgqueue":
-                try:
-                    adapters.pgqueue_module()
-                except adapters.AdapterUnavailable:
-                    continue
+            if case.adapter == "pgqueue" and adapters.pgqueue_worker_available():
+                continue
             g = adapters.spawn_workers(case, self._new_queue(), self._worker_env(), self.out / "logs")
             self.groups[key] = g
             pending.append((key, g))
@@ -291,6 +290,10 @@ class Executor:
 
     def _ensure_group(self, case: Case) -> tuple[adapters.WorkerGroup, bool]:
         """The workers for `case` and whether they were started for it (fault runs get fresh ones)."""
+        if case.adapter == "pgqueue":
+            why = adapters.pgqueue_worker_available()
+            if why:
+                raise adapters.AdapterUnavailable(why)
         key = worker_key(case)
         g = self.groups.get(key)
         if case.scenario != "fault" and g is not None and all(p.poll() is None for p in g.procs):
@@ -452,13 +455,7 @@ class Executor:
             mod = adapters.pgqueue_module()
         except adapters.AdapterUnavailable:
             return None
-        counter = getattr(mod, "count_completed", None)
-        if counter is not None:
-            return int(counter(self.harness.conn(), queue))
-        row = self.harness.execute(
-            "SELECT count(*) FROM queue.jobs WHERE queue = %s AND state = 'completed'", (queue,)
-        ).fetchone()
-        return int(row[0])
+        return int(mod.count_matching(self.harness.conn(), queue=queue, state="completed"))
 
     def _wait(
         self,
@@ -470,7 +467,7 @@ class Executor:
         fault_info: dict[str, Any],
     ) -> dict[str, Any]:
         """Wait until every job finished, or completions stall; inject the case's fault on the way."""
-        stall = FAULT_STALL_SECONDS if case.scenario == "fault" else STALL_SECONDS
+        stall = self.stall_seconds or (FAULT_STALL_SECONDS if case.scenario == "fault" else STALL_SECONDS)
         started = time.time()
         last_change, last_done = time.monotonic(), -1
         by_queue = case.adapter == "pgqueue"
