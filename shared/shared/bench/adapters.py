@@ -318,38 +318,3 @@ class Enqueuer:
                 pass
         else:
             self.conn.close()
-
-
-def check_broker(broker: str, s: settings.Settings, timeout: float = 3.0) -> str | None:
-    """None when Celery's broker `broker` answers, else one line saying what is wrong."""
-    import socket
-    from urllib.parse import urlsplit
-
-    url = celery_app.broker_url(broker, s)
-    if broker == "postgres":
-        try:
-            with db.connect(s.queue_database_url, role="check", connect_timeout=int(timeout)):
-                return None
-        except Exception as exc:  # noqa: BLE001
-            return db.describe_connect_error(s.queue_database_url, exc)
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (6379 if broker == "redis" else 5672)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as exc:
-        var = "REDIS_URL" if broker == "redis" else "RABBITMQ_URL"
-        return (
-            f"the {broker} broker does not answer at {settings.redact(url)} ({exc.strerror or exc}); "
-            f"start it or set {var}"
-        )
-
-
-def broker_port(broker: str, s: settings.Settings) -> int | None:
-    from urllib.parse import urlsplit
-
-    if broker == "postgres":
-        return None
-    parts = urlsplit(celery_app.broker_url(broker, s))
-    return parts.port or (6379 if broker == "redis" else 5672)

@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared import db, embedded, settings
-from shared import migrate as migrate_mod
-from shared.bench import adapters, experiments, spec
+from shared import settings
+from shared.bench import spec
+
+# Heavy modules (Celery, SQLAlchemy, Alembic, matplotlib) are imported after the arguments are
+# checked, so that bad input is answered at once.
 
 PARTS = ("noop-one", "noop-bulk", "sleep", "steady", "fault", "overhead")
 
@@ -90,6 +92,31 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--loglevel", default="WARNING")
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything about the options that needs no server: raises `UsageError`."""
+    if args.spec is not None:
+        return
+    _csv(args.adapters, spec.ADAPTERS, "adapter")
+    _csv(args.parts, PARTS, "part")
+    if args.brokers is not None:
+        _csv(args.brokers, spec.BROKERS, "broker")
+    for name, value in (
+        ("--jobs", args.jobs),
+        ("--sleep-jobs", args.sleep_jobs),
+        ("--fault-jobs", args.fault_jobs),
+    ):
+        if value <= 0:
+            raise UsageError(f"{name} must be a positive number of jobs, got {value}")
+    if args.rate <= 0 or args.duration <= 0:
+        raise UsageError(f"--rate and --duration must be positive, got {args.rate} and {args.duration}")
+    if args.stall_seconds is not None and args.stall_seconds <= 0:
+        raise UsageError(f"--stall-seconds must be positive, got {args.stall_seconds}")
+    if args.repetitions < 1:
+        raise UsageError(f"--repetitions must be at least 1, got {args.repetitions}")
+    if args.slots < 2:
+        raise UsageError(f"--slots must be at least 2 (pgqueue runs 2 processes), got {args.slots}")
 
 
 def build_spec(args: argparse.Namespace, available: dict[str, str | None]) -> tuple[spec.Spec, list[str]]:
@@ -170,10 +197,17 @@ def build_spec(args: argparse.Namespace, available: dict[str, str | None]) -> tu
     return spec.validate_spec(data), notes
 
 
-def availability(s: settings.Settings) -> dict[str, str | None]:
+def availability(s: settings.Settings, wanted: list[str]) -> dict[str, str | None]:
     """Why each optional piece cannot run (None: it can)."""
-    out: dict[str, str | None] = {b: adapters.check_broker(b, s) for b in ("redis", "rabbitmq")}
-    out["pgqueue"] = adapters.pgqueue_worker_available()
+    from shared.bench import checks
+
+    out: dict[str, str | None] = {b: checks.check_broker(b, s) for b in ("redis", "rabbitmq")}
+    if "pgqueue" in wanted:
+        from shared.bench import adapters
+
+        out["pgqueue"] = adapters.pgqueue_worker_available()
+    else:
+        out["pgqueue"] = "not asked for"
     return out
 
 
@@ -240,6 +274,7 @@ def print_summary(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
     own_db = not os.environ.get(settings.ENV_DATABASE_URL)
     # Everything that can be checked without a database is checked before anything starts.
     try:
@@ -248,7 +283,11 @@ def run(args: argparse.Namespace) -> int:
         )
     except settings.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    the_spec, notes = build_spec(args, availability(s0))
+    the_spec, notes = build_spec(args, availability(s0, _csv(args.adapters, spec.ADAPTERS, "adapter") or []))
+    from shared import db, embedded
+    from shared import migrate as migrate_mod
+    from shared.bench import experiments
+
     cluster = None
     started = time.monotonic()
     try:
@@ -302,6 +341,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def execute_cmd(argv: list[str]) -> int:
+    from shared.bench import experiments
+
     p = argparse.ArgumentParser(
         prog="python -m shared.bench execute", description="Execute a pending experiment."
     )
@@ -331,10 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         for field, msg in exc.errors.items():
             print(f"error: {field}: {msg}", file=sys.stderr)
         return 2
-    except experiments.ExperimentBusy as exc:
+    except (settings.ConfigError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (settings.ConfigError, db.DatabaseError, LookupError) as exc:
+    except Exception as exc:
+        # Errors that speak to the user (busy, database unusable) get one line; anything else is a bug.
+        if type(exc).__name__ not in ("ExperimentBusy", "DatabaseError"):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from shared import db, embedded, settings, spool
-from shared.bench import adapters, audit, calibration, environment, metrics, report, scenarios
+from shared.bench import adapters, audit, calibration, checks, environment, metrics, report, scenarios
 from shared.bench.experiments import load_spec
 from shared.bench.spec import Case
 
@@ -355,7 +355,7 @@ class Executor:
         service = f"{case.adapter}-worker"
         servers = {}
         if case.adapter == "celery" and case.broker in ("redis", "rabbitmq"):
-            port = adapters.broker_port(case.broker, self.settings)
+            port = checks.broker_port(case.broker, self.settings)
             pid = metrics.server_pid(port) if port else None
             if pid:
                 servers[case.broker] = pid
