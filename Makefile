@@ -87,8 +87,8 @@ lint: setup ## ruff, mypy on shared/, import-linter contracts
 
 ##@ Benchmarks
 .PHONY: bench
-bench: setup ## Run the main comparison (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
-	@$(PY) -m shared.smoke $(ARGS)
+bench: setup ## Compare Celery and pgqueue: default matrix, report in reports/ (own PostgreSQL unless DATABASE_URL); ARGS=--help
+	@$(PY) -m shared.bench $(ARGS)
 
 ##@ Benchmarks: pgqueue
 .PHONY: bench-pgqueue
