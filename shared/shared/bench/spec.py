@@ -335,7 +335,8 @@ def default_matrix(
     slots: int = 10,
     steady_rate: float = 200,
     steady_seconds: float = 10,
-    fault_jobs: int = 400,
+    fault_jobs: int = 200,
+    fault_ms: float = 50,
     repetitions: int = 5,
     restart_postgres: bool = False,
     overhead: bool = True,
@@ -381,8 +382,10 @@ def default_matrix(
     if overhead and pgqueue:
         p = {**whos[0], **slots_of(whos[0])}
         cases.append({**p, "jobs": noop_jobs, "workload": "noop", "scheduling": "bulk", "recording": False})
+    # One fault run per adapter: Celery's on the PostgreSQL broker (the design's default) when it runs.
+    fault_broker = "postgres" if "postgres" in brokers else (brokers[0] if brokers else None)
     fault_whos = ([whos[0]] if pgqueue else []) + [
-        {"adapter": "celery", "broker": "postgres", "celery_config": c} for c in configs
+        {"adapter": "celery", "broker": fault_broker, "celery_config": c} for c in configs if fault_broker
     ]
     faults = ["kill_worker"] + (["restart_postgres"] if restart_postgres else [])
     for who in fault_whos:
@@ -393,7 +396,7 @@ def default_matrix(
                     **slots_of(who),
                     "jobs": fault_jobs,
                     "workload": "sleep",
-                    "params": {"ms": sleep_ms},
+                    "params": {"ms": fault_ms},
                     "scheduling": "bulk",
                     "scenario": "fault",
                     "fault": fault,
