@@ -42,6 +42,11 @@ FAULT_AT = 1 / 3
 """A fault strikes once this fraction of the run's jobs has finished."""
 
 
+def _first(row: tuple | None) -> Any:
+    """The first column of a row that a count or max query always returns."""
+    return row[0] if row is not None else None
+
+
 def reports_root() -> Path:
     return settings.PROJECT_ROOT / "reports"
 
@@ -476,9 +481,12 @@ class Executor:
 
     def _count_done(self, run_id: int) -> int:
         return int(
-            self.harness.execute(
-                "SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %s AND kind = 'finish'", (run_id,)
-            ).fetchone()[0]
+            _first(
+                self.harness.execute(
+                    "SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %s AND kind = 'finish'",
+                    (run_id,),
+                ).fetchone()
+            )
         )
 
     def _count_completed_in_queue(self, queue: str) -> int | None:
@@ -546,10 +554,12 @@ class Executor:
         with conn:
             while not self._fault_done.is_set() and not self.should_stop():
                 try:
-                    done = conn.execute(
-                        "SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %s AND kind = 'finish'",
-                        (run_id,),
-                    ).fetchone()[0]
+                    done = _first(
+                        conn.execute(
+                            "SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %s AND kind = 'finish'",
+                            (run_id,),
+                        ).fetchone()
+                    )
                 except psycopg.Error:
                     return
                 enq_done = self._enqueue_done_at
@@ -585,12 +595,14 @@ class Executor:
             return
         deadline = time.monotonic() + SPOOL_WAIT_SECONDS
         while time.monotonic() < deadline:
-            behind = self.harness.execute(
-                "SELECT count(*) FROM queue.workers WHERE stopped_at IS NULL "
-                "AND heartbeat_at > now() - interval '30 seconds' "
-                "AND (spool_loaded_at IS NULL OR spool_loaded_at < to_timestamp(%s))",
-                (last,),
-            ).fetchone()[0]
+            behind = _first(
+                self.harness.execute(
+                    "SELECT count(*) FROM queue.workers WHERE stopped_at IS NULL "
+                    "AND heartbeat_at > now() - interval '30 seconds' "
+                    "AND (spool_loaded_at IS NULL OR spool_loaded_at < to_timestamp(%s))",
+                    (last,),
+                ).fetchone()
+            )
             if not behind:
                 return
             time.sleep(0.2)

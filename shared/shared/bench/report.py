@@ -136,7 +136,7 @@ def _runs(conn: psycopg.Connection, where: str, params: tuple) -> list[dict[str,
     # `where` is one of this module's fixed fragments; values go in `params`.
     sql = f"{RUNS_SELECT} WHERE {where} ORDER BY id"  # noqa: S608
     cur = conn.execute(sql, params)
-    names = [c.name for c in cur.description]
+    names = [c.name for c in cur.description or []]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
@@ -238,7 +238,7 @@ def _estimates(runs: list[dict[str, Any]], seed: int = 1) -> dict[str, dict[str,
 
 def _case_from_runs(key: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     first = runs[0]
-    m = next((r["metrics"] for r in runs if r["metrics"]), {}) or {}
+    m: dict[str, Any] = next((r["metrics"] for r in runs if r["metrics"]), {}) or {}
     return {
         "case_key": key,
         "who": _who(key),
@@ -387,7 +387,7 @@ def write(
     calib = [{"round": k, **v} for k, v in sorted((calibration or {}).items())]
     ceiling = statistics.median([c["jobs_per_second"] for c in calib if c.get("jobs_per_second")])
     overhead = _overhead(cases)
-    environment = next((r["environment"] for r in runs if r["environment"]), {})
+    environment: dict[str, Any] = next((r["environment"] for r in runs if r["environment"]), {})
     spec = exp[3] if exp else {}
     result = {
         "experiment": {
@@ -593,10 +593,10 @@ def _write_summary(
         "|---|---|---|---|",
     ]
     for c in cases:
-        reps = [r for r in runs if r["case_key"] == c["case_key"] and (r["metrics"] or {}).get("audit")]
-        lost = sum(r["metrics"]["audit"]["lost"] for r in reps)
-        dup = sum(r["metrics"]["audit"]["duplicates"] for r in reps)
-        lines.append(f"| `{c['case_key']}` | {len(reps)} | {lost} | {dup} |")
+        audited = [r for r in runs if r["case_key"] == c["case_key"] and (r["metrics"] or {}).get("audit")]
+        lost = sum(r["metrics"]["audit"]["lost"] for r in audited)
+        dup = sum(r["metrics"]["audit"]["duplicates"] for r in audited)
+        lines.append(f"| `{c['case_key']}` | {len(audited)} | {lost} | {dup} |")
     lines.append("")
     if result["notes"]:
         lines += ["## Notes", "", *[f"- {n}" for n in result["notes"]], ""]

@@ -230,7 +230,7 @@ def _case(errors: dict[str, str], prefix: str, d: dict[str, Any]) -> Case | None
         errors.update({f"{prefix}{k}": v for k, v in e.items()})
         return None
     return Case(
-        adapter=adapter,
+        adapter=str(adapter),
         jobs=jobs,
         workload=workload,
         params=params,
@@ -267,7 +267,7 @@ def _expand_matrix(data: dict[str, Any]) -> list[dict[str, Any]]:
             modes if isinstance(modes, list) else [modes],
             scenarios if isinstance(scenarios, list) else [scenarios],
         ):
-            case = {
+            case: dict[str, Any] = {
                 k: data[k]
                 for k in ("jobs", "workload", "params", "processes", "slots", "rate", "bursts", "fault")
                 if k in data
