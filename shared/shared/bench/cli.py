@@ -331,6 +331,24 @@ def run(args: argparse.Namespace) -> int:
             cluster.stop()
 
 
+def report_cmd(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m shared.bench report",
+        description="Write an experiment's report files again from its rows.",
+    )
+    p.add_argument("experiment_id", type=int)
+    p.add_argument("--output", type=Path, required=True)
+    args = p.parse_args(argv)
+    from shared import db
+    from shared.bench import report
+
+    with db.connect(settings.load().database_url, role="harness-report", autocommit=True) as conn:
+        files = report.write(conn, args.experiment_id, args.output)
+    print_summary(args.output)
+    print(f"wrote {len(files)} files")
+    return 0
+
+
 def execute_cmd(argv: list[str]) -> int:
     from shared.bench import experiments
 
@@ -351,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "execute":
             return execute_cmd(argv[1:])
+        if argv and argv[0] == "report":
+            return report_cmd(argv[1:])
         args = parser().parse_args(argv)
         logging.basicConfig(
             level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

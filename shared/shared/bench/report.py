@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from shared import db, settings
-from shared.bench import statistics
+from shared.bench import spec, statistics
 
 # (figure, where it is in a run's metrics, higher is better, unit)
 FIGURES: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
@@ -116,7 +116,7 @@ def _who(key: str) -> str:
 
 
 def _family(key: str) -> str:
-    return key.split("/", 1)[1] if "/" in key else key
+    return spec.family_of(key)
 
 
 def _connect(conn: psycopg.Connection | None) -> tuple[psycopg.Connection, bool]:
@@ -384,7 +384,14 @@ def write(
         if c["scenario"] != "fault" and c["recording"]:
             families[c["family"]].append(c)
     comparisons = {f: _compare_cases(cs) for f, cs in families.items() if len(cs) > 1}
-    calib = [{"round": k, **v} for k, v in sorted((calibration or {}).items())]
+    if not calibration:
+        # Rewriting a report from the rows: each run carries its round's calibration.
+        calibration = {}
+        for r in runs:
+            c = (r["metrics"] or {}).get("calibration")
+            if c and r["repetition"] not in calibration:
+                calibration[r["repetition"]] = c
+    calib = [{"round": k, **v} for k, v in sorted(calibration.items())]
     ceiling = statistics.median([c["jobs_per_second"] for c in calib if c.get("jobs_per_second")])
     overhead = _overhead(cases)
     environment: dict[str, Any] = next((r["environment"] for r in runs if r["environment"]), {})
@@ -535,6 +542,23 @@ def _write_summary(
             if t and c["workload"] == "noop" and c["scenario"] == "drain" and c["recording"]:
                 lines.append(f"| `{c['case_key']}` | {_fmt(t['median'])} | {t['median'] / ceiling:.3f} |")
         lines.append("")
+        rounds = result["calibration"]["rounds"]
+        copy = statistics.median([r["copy"] for r in rounds if isinstance(r.get("copy"), int | float)])
+        insert = statistics.median([r["insert"] for r in rounds if isinstance(r.get("insert"), int | float)])
+        if copy and insert:
+            lines += [
+                f"Enqueue ceilings: a plain COPY **{_fmt(copy)} jobs/s** (bulk), single-row INSERTs one per "
+                f"transaction **{_fmt(insert)} jobs/s** (one_by_one).",
+                "",
+                "| case | enqueue rate (jobs/s) | ratio to its ceiling |",
+                "|---|---|---|",
+            ]
+            for c in cases:
+                e = c["estimates"].get("enqueue_rate")
+                if e and c["scenario"] == "drain" and c["recording"] and e["median"]:
+                    ref = copy if c["scheduling_mode"] == "bulk" else insert
+                    lines.append(f"| `{c['case_key']}` | {_fmt(e['median'])} | {e['median'] / ref:.3f} |")
+            lines.append("")
     for fam, comp in sorted(comparisons.items()):
         whos = list({w for row in comp["rows"] for w in row["results"]})
         whos.sort(key=lambda w: (not w.startswith("pgqueue"), w))

@@ -9,6 +9,7 @@ raises `SpecError` whose `.errors` maps each bad field to one message.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -79,8 +80,9 @@ class Case:
 
     @property
     def family(self) -> str:
-        """The comparison this case belongs to: everything but the adapter, broker and configuration."""
-        return self.key.split("/", 1)[1]
+        """The comparison this case belongs to: everything but the adapter, broker and configuration,
+        and with total slots instead of processes x slots (both queues get the same total)."""
+        return family_of(self.key)
 
     @property
     def who(self) -> str:
@@ -139,6 +141,16 @@ class Spec:
             reps = 1 if c.scenario == "fault" else (c.repetitions or 1)
             out.extend((c, r) for r in range(1, reps + 1))
         return out
+
+
+_SLOTS = re.compile(r"/p(\d+)s(\d+)(\.norec)?$")
+
+
+def family_of(key: str) -> str:
+    """The comparison a case key belongs to: `celery.postgres.defaults/drain/noop/bulk/n500/p1s10` and
+    `pgqueue/drain/noop/bulk/n500/p2s5` both belong to `drain/noop/bulk/n500/slots10`."""
+    rest = key.split("/", 1)[1] if "/" in key else key
+    return _SLOTS.sub(lambda m: f"/slots{int(m[1]) * int(m[2])}{m[3] or ''}", rest)
 
 
 def _int_field(errors: dict[str, str], name: str, value: Any, low: int, high: int) -> int:
