@@ -388,14 +388,14 @@ def write(
         # Rewriting a report from the rows: each run carries its round's calibration.
         calibration = {}
         for r in runs:
-            c = (r["metrics"] or {}).get("calibration")
-            if c and r["repetition"] not in calibration:
-                calibration[r["repetition"]] = c
+            round_calibration = (r["metrics"] or {}).get("calibration")
+            if round_calibration and r["repetition"] not in calibration:
+                calibration[r["repetition"]] = round_calibration
     calib = [{"round": k, **v} for k, v in sorted(calibration.items())]
     ceiling = statistics.median([c["jobs_per_second"] for c in calib if c.get("jobs_per_second")])
     overhead = _overhead(cases)
     environment: dict[str, Any] = next((r["environment"] for r in runs if r["environment"]), {})
-    spec = exp[3] if exp else {}
+    spec_data = exp[3] if exp else {}
     result = {
         "experiment": {
             "id": experiment_id,
@@ -404,7 +404,7 @@ def write(
             "created_at": exp[4].isoformat() if exp and exp[4] else None,
             "started_at": exp[5].isoformat() if exp and exp[5] else None,
             "finished_at": exp[6].isoformat() if exp and exp[6] else None,
-            "spec": spec,
+            "spec": spec_data,
         },
         "environment": {k: v for k, v in environment.items() if k != "celery_config"},
         "notes": notes or [],
@@ -521,8 +521,8 @@ def _write_summary(
         "leader is than the runner-up.",
         "",
     ]
-    spec = e.get("spec") or {}
-    lines += ["## Sizes", "", f"- repetitions per case: {spec.get('repetitions')}"]
+    spec_data = e.get("spec") or {}
+    lines += ["## Sizes", "", f"- repetitions per case: {spec_data.get('repetitions')}"]
     for c in cases:
         reps = len(c["repetitions"])
         lines.append(f"- `{c['case_key']}`: {c['job_count']} jobs, {reps} run(s); {c['slot_mapping'] or ''}")
@@ -531,8 +531,10 @@ def _write_summary(
         lines += [
             "## Calibration: the raw SQL ceiling",
             "",
-            f"COPY-insert then claim-and-delete in batches with SKIP LOCKED, one client: "
-            f"**{_fmt(ceiling)} jobs/s** (median of {len(result['calibration']['rounds'])} rounds).",
+            "Claim 100 jobs (`FOR UPDATE SKIP LOCKED`) then complete them, in a loop, from one connection, "
+            f"no job body, no recording ({result['calibration']['rounds'][0].get('source')}): "
+            f"**{_fmt(ceiling)} jobs/s** (median of {len(result['calibration']['rounds'])} rounds). A queue with "
+            "several processes can pass this one-connection figure.",
             "",
             "| case | throughput (jobs/s) | ratio to ceiling |",
             "|---|---|---|",
