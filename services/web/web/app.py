@@ -52,8 +52,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from web import admin, api, auth, celery_views, database, filters, health, pgqueue_views, runs
 
     database.init_app(app)
-    csrf.init_app(app)
+    # Login first, CSRF second: an anonymous POST is sent to the login page rather than told its token
+    # is missing.
     auth.init_app(app)
+    csrf.init_app(app)
     filters.init_app(app)
 
     app.register_blueprint(health.bp)

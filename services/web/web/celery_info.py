@@ -253,7 +253,8 @@ def list_tasks(
         .order_by(T.c.id.desc())
         .limit(limit)
     )
-    if after is not None:
+    # The id is an int4 (Celery's model): a cursor past its range already includes every row.
+    if after is not None and after <= 2**31 - 1:
         q = q.where(T.c.id < after)
     if status is not None:
         q = q.where(T.c.status == status)

@@ -359,7 +359,7 @@ def document() -> dict[str, Any]:
                     "name": "ids",
                     "in": "query",
                     "required": True,
-                    "schema": {"type": "string", "pattern": "^[0-9]+(,[0-9]+)+$"},
+                    "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){1,19}$"},
                     "description": "comma-separated run ids",
                 }
             ],

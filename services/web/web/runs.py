@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, SelectField, SelectMultipleField, widgets
+from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField, widgets
 from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional
 
 from shared import celery_app, models, workloads
@@ -27,8 +27,8 @@ class MultiCheckbox(SelectMultipleField):
     option_widget = widgets.CheckboxInput()
 
 
-def _choices(values: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
-    return [(v, v) for v in values]
+def _choices(values: tuple[str, ...] | list[str]) -> list[SelectChoice]:
+    return [SelectChoice(v, v) for v in values]
 
 
 class ExperimentForm(FlaskForm):
