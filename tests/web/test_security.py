@@ -34,13 +34,13 @@ def test_every_route_without_login_answers_401_or_redirects_to_the_login(app, cl
         resp = client.open(path, method=method)
         seen += 1
         if path.startswith("/api/"):
-            assert resp.status_code == 401, (method, path, resp.status_code)
+            assert resp.status_code == 401, (endpoint, method, path, resp.status_code)
             assert resp.headers["WWW-Authenticate"].startswith("Basic")
             assert resp.is_json
         elif resp.status_code == 302:
-            assert resp.headers["Location"].startswith("/login"), (method, path)
+            assert resp.headers["Location"].startswith("/login"), (endpoint, method, path)
         else:
-            assert resp.status_code == 401, (method, path, resp.status_code)
+            assert resp.status_code == 401, (endpoint, method, path, resp.status_code)
     assert seen > 30  # the whole map was walked, not an empty one
 
 
