@@ -79,8 +79,9 @@ def smoke_celery(url: str, jobs: int, spool_dir: str) -> float:
             lambda: (
                 _count(
                     url,
-                    f"SELECT count(DISTINCT seq) FROM job_events WHERE kind = 'finish' AND run_id = {run_id}",
-                )  # noqa: S608
+                    "SELECT count(DISTINCT seq) FROM job_events WHERE kind = 'finish' AND run_id = %s",
+                    (run_id,),
+                )
                 >= jobs
             ),
             600,
@@ -96,9 +97,10 @@ def smoke_celery(url: str, jobs: int, spool_dir: str) -> float:
         log.close()
 
 
-def _count(url: str, sql: str) -> int:
+def _count(url: str, sql: str, params: tuple = ()) -> int:
     with db.connect(url) as conn:
-        return int(conn.execute(sql).fetchone()[0])
+        row = conn.execute(sql, params).fetchone()
+        return int(row[0]) if row else 0
 
 
 def main(argv: list[str] | None = None) -> int:
