@@ -1,4 +1,4 @@
-"""Flask-Admin views for the small tables: experiments, runs and worker heartbeats (read-only).
+"""Flask-Admin views for the small tables: experiments, runs, worker heartbeats, pgqueue's queues and cron.
 
 Flask-Admin's list views count their rows per request, which is right for these small tables and wrong for
 the job tables: the jobs and Celery tasks are the project's own views (keyset pagination, cached counts).
@@ -11,17 +11,56 @@ follow `QUEUE_DATABASE_URL` when it names another database.
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
+from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.menu import MenuLink
 from flask_admin.theme import Bootstrap4Theme
-from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, scoped_session, sessionmaker
 
 from shared import models
 from web import auth
+
+
+class PgqueueTables(DeclarativeBase):
+    """Read-only mappings of pgqueue's two small tables, for Flask-Admin's list views only.
+
+    pgqueue's client has no ORM models (it speaks SQL); these name just the columns the views show.
+    Pausing and resuming go through the client on the pgqueue pages, never through these mappings.
+    """
+
+    metadata = sa.MetaData(schema="queue")
+
+
+class PgqueueQueue(PgqueueTables):
+    __tablename__ = "pgqueue_queues"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    paused: Mapped[bool]
+    paused_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class PgqueueCron(PgqueueTables):
+    __tablename__ = "pgqueue_cron"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    schedule: Mapped[str] = mapped_column(sa.Text)
+    task: Mapped[str] = mapped_column(sa.Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    queue: Mapped[str] = mapped_column(sa.Text)
+    priority: Mapped[int] = mapped_column(sa.SmallInteger)
+    max_attempts: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    enabled: Mapped[bool]
+    last_tick: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+    last_job_id: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class LoginRequired:
@@ -93,6 +132,17 @@ class WorkerView(ReadOnly):
     column_filters = ("adapter", "host")
 
 
+class QueueView(ReadOnly):
+    column_list = ("name", "paused", "paused_at", "created_at", "updated_at")
+    column_default_sort = "name"
+    column_formatters = {"name": lambda v, c, m, n: _link("pgqueue.jobs", m.name, queue=m.name)}
+
+
+class CronView(ReadOnly):
+    column_list = ("name", "schedule", "task", "queue", "priority", "enabled", "last_tick", "last_job_id")
+    column_default_sort = "name"
+
+
 def _link(endpoint: str, text, **values):
     from markupsafe import Markup, escape
 
@@ -102,7 +152,13 @@ def _link(endpoint: str, text, **values):
 def init_app(app: Flask) -> None:
     engines = app.extensions["bench_engines"]
     session = scoped_session(
-        sessionmaker(binds={models.Base: engines["app"], models.QueueBase: engines["queue"]})
+        sessionmaker(
+            binds={
+                models.Base: engines["app"],
+                models.QueueBase: engines["queue"],
+                PgqueueTables: engines["queue"],
+            }
+        )
     )
     app.teardown_appcontext(lambda exc: session.remove())
     admin = Admin(
@@ -119,6 +175,8 @@ def init_app(app: Flask) -> None:
         admin.add_view(ExperimentView(models.Experiment, session, name="Experiments", endpoint="experiments"))
         admin.add_view(RunView(models.BenchmarkRun, session, name="Runs", endpoint="benchmark_runs"))
         admin.add_view(WorkerView(models.Worker, session, name="Workers", endpoint="workers"))
+        admin.add_view(QueueView(PgqueueQueue, session, name="pgqueue queues", endpoint="pgqueue_queues"))
+        admin.add_view(CronView(PgqueueCron, session, name="pgqueue cron", endpoint="pgqueue_cron"))
     app.extensions["bench_admin"] = admin
     app.extensions["bench_admin_session"] = session
     admin.add_link(MenuLink(name="← Pages", url="/runs/"))

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 
-from web import cache, database, deps, params, serializers
+from web import cache, database, deps, params, serializers, throughput
 
 bp = Blueprint("pgqueue", __name__, url_prefix="/pgqueue")
 
@@ -47,32 +47,35 @@ def client():
     return mod
 
 
-def counts() -> tuple[dict[str, dict[str, int]], float]:
+def snapshot() -> dict[str, Any]:
+    """pgqueue's cached counts and its queues, kept a couple of seconds more by this process."""
     mod = client()
 
-    def compute() -> dict[str, dict[str, int]]:
+    def compute() -> dict[str, Any]:
         with database.admin_conn("queue") as conn:
-            return mod.counts(conn)
+            info = mod.counts_info(conn)
+            queues = mod.queues(conn, max_age=None)
+        by_queue = {q: {s: int(n) for s, n in states.items()} for q, states in (info["counts"] or {}).items()}
+        throughput.observe(info.get("refreshed_at"), by_queue)
+        return {"info": info, "counts": by_queue, "queues": queues}
 
-    return cache.cached("pgqueue.counts", current_app.config["COUNT_CACHE_SECONDS"], compute)
+    value, _ = cache.cached("pgqueue.snapshot", current_app.config["COUNT_CACHE_SECONDS"], compute)
+    return value
 
 
 def overview_data() -> dict[str, Any]:
     """Counts by queue and state, queues, and throughput (shared by the page and its JSON)."""
-    mod = client()
-    by_queue, age = counts()
-    with database.admin_conn("queue") as conn:
-        queues = [serializers.plain(q) for q in mod.queues(conn)]
-        throughput = None
-        if hasattr(mod, "throughput"):
-            throughput = serializers.plain(mod.throughput(conn))
+    snap = snapshot()
+    by_queue = snap["counts"]
     totals = {s: sum(int(q.get(s, 0)) for q in by_queue.values()) for s in STATES}
+    info = snap["info"]
     return {
-        "counts": serializers.plain(by_queue),
+        "counts": by_queue,
         "totals": totals,
-        "counts_age_seconds": round(age, 3),
-        "queues": queues,
-        "throughput": throughput,
+        "counts_age_seconds": round(float(info["age"]), 3) if info.get("age") is not None else None,
+        "counts_refreshed_at": serializers.plain(info.get("refreshed_at")),
+        "queues": [serializers.plain(q) for q in snap["queues"]],
+        "throughput": throughput.rates(),
     }
 
 
