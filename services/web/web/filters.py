@@ -15,7 +15,10 @@ def fmt_time(value: Any) -> str:
     if isinstance(value, (int, float)):
         value = dt.datetime.fromtimestamp(value, dt.UTC)
     if isinstance(value, str):
-        return value
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
@@ -41,6 +44,11 @@ def fmt_num(value: Any, digits: int = 2) -> str:
 
 def fmt_age(value: Any) -> str:
     """Seconds since a timestamp, e.g. '3 s ago' (heartbeats)."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if not isinstance(value, dt.datetime):
         return "—"
     if value.tzinfo is None:

@@ -214,6 +214,16 @@ def set_paused(name: str, paused: bool) -> None:
     cache.clear()
 
 
+@bp.post("/queues/pause")
+def pause_named():
+    """Pause a queue by name, before it has any job (the form under the queue list)."""
+    name = (request.form.get("name") or "").strip()
+    if not params.NAME_RE.match(name):
+        flash(f"{name[:80]!r} is not a queue name (1 to 64 of a-z, 0-9, _ . -).", "error")
+        return redirect(url_for("pgqueue.queues"))
+    return pause(name)
+
+
 @bp.post("/queues/<name>/pause")
 def pause(name: str):
     set_paused(name, True)
