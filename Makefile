@@ -89,3 +89,7 @@ lint: setup ## ruff, mypy on shared/, import-linter contracts
 .PHONY: bench
 bench: setup ## Run the main comparison (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
 	@$(PY) -m shared.smoke $(ARGS)
+
+.PHONY: bench-web
+bench-web: setup ## Admin pages on 1,000,000 pgqueue jobs: median times, then 200 req/s for 30 s (loopback); ARGS=--help
+	@$(PY) scripts/bench_web.py $(ARGS)

@@ -60,3 +60,8 @@ def is_timeout(exc: BaseException) -> bool:
     """True when a database error is a statement timeout (SQLSTATE 57014, query_canceled)."""
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) == "57014"
+
+
+def raw(conn: sa.Connection):
+    """The psycopg connection under a SQLAlchemy one (same transaction), for libraries that speak psycopg."""
+    return conn.connection.driver_connection

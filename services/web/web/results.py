@@ -85,20 +85,37 @@ def flat_figures(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _with_report(fn_name: str, *args: Any) -> Any:
+    """Call the report module inside an admin transaction (statement timeout) on its psycopg connection."""
+    from web import database
+
+    report = deps.report()
+    if report is None:
+        return None
+    with database.admin_conn() as conn:
+        try:
+            return serializers.plain(getattr(report, fn_name)(*args, conn=database.raw(conn)))
+        except LookupError:
+            return None
+
+
 def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     """Every figure of a run: the report's summary when the library is there, else the stored metrics."""
-    report = deps.report()
-    if report is not None:
-        return serializers.plain(report.run_summary(run["id"]))
+    summary = _with_report("run_summary", run["id"])
+    if summary is not None:
+        summary.pop("environment", None)  # shown on its own
+        return summary
     return serializers.plain(run.get("metrics") or {})
 
 
 def run_series(run_id: int) -> dict[str, Any] | None:
     """The run's time series and distributions, as the report draws them; None without the library."""
-    report = deps.report()
-    if report is None:
-        return None
-    return serializers.plain(report.run_series(run_id))
+    return _with_report("run_series", run_id)
+
+
+def case_summary(experiment_id: int, case_key: str) -> dict[str, Any] | None:
+    """A case's repetitions and, per figure, the median with its bootstrap 95% interval."""
+    return _with_report("case_summary", experiment_id, case_key)
 
 
 def _points(xs: Any, ys: Any) -> list[dict[str, float]] | None:
@@ -114,16 +131,62 @@ def _points(xs: Any, ys: Any) -> list[dict[str, float]] | None:
         return None
 
 
+def _chart(
+    cid: str, title: str, x_label: str, y_label: str, datasets: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"id": cid, "title": title, "x_label": x_label, "y_label": y_label, "datasets": datasets}
+
+
 def charts_from_series(series: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Chart descriptions (title, axes, datasets of {x, y} points) drawn by the pages with Chart.js.
 
-    The pages draw exactly these points; the browser test compares them with the API's series.
-    Each entry of the series that holds an x array and one or more y arrays becomes one chart.
+    The pages draw exactly these points; the browser test compares them with the API's series. The
+    report's series give four charts, as its PNG plots: throughput over time, the latency CDF of each
+    latency kind, and CPU and memory per service. Any other entry holding an x array and y arrays
+    becomes a chart of its own.
     """
     charts: list[dict[str, Any]] = []
     if not isinstance(series, dict):
         return charts
+    known = {"throughput", "latency_cdf", "resources"}
+    tp = series.get("throughput")
+    if isinstance(tp, dict):
+        pts = _points(tp.get("t"), tp.get("jobs_per_second"))
+        if pts:
+            charts.append(
+                _chart(
+                    "throughput",
+                    "Throughput over time",
+                    "seconds",
+                    "jobs/s",
+                    [{"label": "jobs/s", "data": pts}],
+                )
+            )
+    cdf = series.get("latency_cdf")
+    if isinstance(cdf, dict):
+        ds = []
+        for kind, v in cdf.items():
+            pts = _points(v.get("ms"), v.get("fraction")) if isinstance(v, dict) else None
+            if pts:
+                ds.append({"label": kind, "data": pts})
+        if ds:
+            charts.append(_chart("latency_cdf", "Latency CDF", "milliseconds", "fraction of jobs", ds))
+    res = series.get("resources")
+    if isinstance(res, dict):
+        for key, title, unit in (
+            ("cpu_s", "CPU per service", "CPU seconds"),
+            ("mem_mb", "Memory per service", "MB"),
+        ):
+            ds = []
+            for svc, v in res.items():
+                pts = _points(v.get("t"), v.get(key)) if isinstance(v, dict) else None
+                if pts:
+                    ds.append({"label": svc, "data": pts})
+            if ds:
+                charts.append(_chart(key, title, "seconds", unit, ds))
     for name, value in series.items():
+        if name in known:
+            continue
         if not isinstance(value, dict):
             continue
         x_key = next((k for k in ("t", "x", "time", "seconds", "latency_ms", "value") if k in value), None)
@@ -164,7 +227,7 @@ def compare(run_ids: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
         "runs": runs,
         "rows": [{"figure": k, "values": [figures[r["id"]].get(k) for r in runs]} for k in keys],
     }
-    report = deps.report()
+    report = _with_report("compare", run_ids)
     if report is not None:
-        out["report"] = serializers.plain(report.compare(run_ids))
+        out["report"] = report
     return out

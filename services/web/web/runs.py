@@ -11,15 +11,16 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField, widgets
-from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional, ValidationError
 
 from shared import celery_app, models, workloads
 from web import database, deps, params, results
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
-SCENARIOS = ("drain", "steady", "burst")
-MAX_JOBS = 1_000_000
+SCENARIOS = ("drain", "steady", "burst", "fault")
+FAULTS = ("kill_worker", "restart_postgres")
+MAX_JOBS = 2_000_000
 
 
 class MultiCheckbox(SelectMultipleField):
@@ -55,12 +56,20 @@ class ExperimentForm(FlaskForm):
         validators=[Optional(), NumberRange(0, 60_000)],
     )
     scenario = SelectField("Scenario", choices=_choices(SCENARIOS), default="drain")
-    rate = IntegerField(
-        "Arrival rate, jobs/s (steady, burst)", validators=[Optional(), NumberRange(1, 100_000)]
-    )
-    processes = IntegerField("Worker processes", default=1, validators=[InputRequired(), NumberRange(1, 16)])
+    rate = IntegerField("Arrival rate, jobs/s (steady)", validators=[Optional(), NumberRange(1, 100_000)])
+    bursts = IntegerField("Bursts (burst)", validators=[Optional(), NumberRange(1, 1000)])
+    fault = SelectField("Fault (fault, managed only)", choices=_choices(FAULTS), default="kill_worker")
+    processes = IntegerField("Worker processes", default=1, validators=[InputRequired(), NumberRange(1, 64)])
     slots = IntegerField("Slots per process", default=4, validators=[InputRequired(), NumberRange(1, 256)])
-    repetitions = IntegerField("Repetitions", default=5, validators=[InputRequired(), NumberRange(1, 20)])
+    repetitions = IntegerField("Repetitions", default=5, validators=[InputRequired(), NumberRange(1, 50)])
+
+    def validate_scenario(self, field) -> None:
+        if field.data == "fault" and self.mode.data == "attached":
+            raise ValidationError("faults are injected in managed mode only (attached workers are not ours)")
+
+    def validate_slots(self, field) -> None:
+        if (self.processes.data or 0) * (field.data or 0) > 256:
+            raise ValidationError("processes × slots must be at most 256")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,31 +77,48 @@ class ExperimentForm(FlaskForm):
 
 
 def form_to_spec(form: ExperimentForm) -> dict[str, Any]:
-    """The experiment spec a form submission describes (the benchmark library validates it)."""
-    workload_params: dict[str, Any] = {}
+    """The experiment spec (the benchmark library's matrix form) a form submission describes."""
+    params: dict[str, Any] = {}
     if form.workload.data in {"sleep", "cpu", "mixed"} and form.workload_ms.data is not None:
-        workload_params["ms"] = form.workload_ms.data
+        params["ms"] = form.workload_ms.data
     spec: dict[str, Any] = {
         "adapters": list(form.adapters.data or []),
-        "brokers": list(form.brokers.data or []),
-        "celery_configs": list(form.celery_configs.data or []),
-        "job_counts": [form.job_count.data],
-        "scheduling_modes": list(form.scheduling_modes.data or []),
+        "brokers": list(form.brokers.data or []) or ["postgres"],
+        "celery_configs": list(form.celery_configs.data or []) or ["defaults"],
+        "jobs": form.job_count.data,
+        "scheduling": list(form.scheduling_modes.data or []),
         "workload": form.workload.data,
-        "workload_params": workload_params,
-        "scenario": form.scenario.data,
+        "params": params,
+        "scenarios": [form.scenario.data],
         "processes": form.processes.data,
         "slots": form.slots.data,
         "repetitions": form.repetitions.data,
     }
-    if form.rate.data is not None:
-        spec["rate"] = form.rate.data
+    if form.scenario.data == "steady":
+        # one job per arrival: the library refuses bulk scheduling for it
+        spec["scheduling"] = ["one_by_one"]
+        if form.rate.data is not None:
+            spec["rate"] = form.rate.data
+    if form.scenario.data == "burst" and form.bursts.data is not None:
+        spec["bursts"] = form.bursts.data
+    if form.scenario.data == "fault":
+        spec["fault"] = form.fault.data
     return spec
 
 
 def _spec_errors_to_form(form: ExperimentForm, errors: dict[str, str]) -> list[str]:
     """Attach the library's errors to the matching fields; return the ones that match none."""
-    aliases = {"job_counts": "job_count", "workload_params": "workload_ms"}
+    aliases = {
+        "jobs": "job_count",
+        "params": "workload_ms",
+        "scheduling": "scheduling_modes",
+        "scenarios": "scenario",
+        "celery_config": "celery_configs",
+        "configs": "celery_configs",
+        "broker": "brokers",
+        "adapter": "adapters",
+        "cases": "adapters",
+    }
     leftover = []
     for key, message in errors.items():
         name = aliases.get(str(key).split(".")[0].split("[")[0], str(key).split(".")[0].split("[")[0])
@@ -119,7 +145,7 @@ def index():
 def reap(conn) -> None:
     """Mark experiments whose executor died as failed (the benchmark library decides)."""
     mod = deps.experiments()
-    if mod is not None and hasattr(mod, "reap_dead_executors"):
+    if mod is not None:
         mod.reap_dead_executors(conn)
 
 
@@ -217,18 +243,13 @@ def case(experiment_id: int, case_key: str):
         runs = results.list_runs(conn, experiment_id=experiment_id, case_key=case_key, limit=10_000)
     if exp is None or not runs:
         abort(404, f"There is no case {case_key!r} in experiment {experiment_id}.")
-    summary = None
-    report = deps.report()
-    if report is not None:
-        from web import serializers
-
-        summary = serializers.plain(report.case_summary(experiment_id, case_key))
+    summary = results.case_summary(experiment_id, case_key)
     return render_template(
         "runs/case.html",
         experiment=exp,
         case_key=case_key,
         runs=sorted(runs, key=lambda r: r["repetition"]),
-        summary=results.flat_figures(summary) if summary else None,
+        summary=summary,
     )
 
 

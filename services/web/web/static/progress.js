@@ -15,7 +15,8 @@
       .then(function (p) {
         bar.max = Math.max(p.runs_total, 1);
         bar.value = p.runs_finished;
-        var detail = p.detail && p.detail.message ? " · " + p.detail.message : "";
+        var cur = p.detail && p.detail.current_run;
+        var detail = cur ? " · now: run " + cur.id + " (" + cur.case_key + ", repetition " + cur.repetition + ", " + cur.status + ")" : "";
         text.textContent = p.status + ": " + p.runs_finished + " of " + p.runs_total + " runs finished" + detail;
         status.textContent = p.status;
         status.className = "status " + p.status;
