@@ -90,6 +90,12 @@ lint: setup ## ruff, mypy on shared/, import-linter contracts
 bench: setup ## Run the main comparison (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
 	@$(PY) -m shared.smoke $(ARGS)
 
+##@ Benchmarks: pgqueue
+.PHONY: bench-pgqueue
+bench-pgqueue: setup ## pgqueue's figures beside the raw-SQL ceiling (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
+	@$(PY) -m pgqueue_worker.bench $(ARGS)
+
+##@ Benchmarks: web
 .PHONY: bench-web
 bench-web: setup ## Admin pages on 1,000,000 pgqueue jobs: median times, then 200 req/s for 30 s (loopback); ARGS=--help
 	@$(PY) scripts/bench_web.py $(ARGS)
