@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -21,19 +22,51 @@ def csrf_token(html: str) -> str:
     return m.group(1) or m.group(2)
 
 
-@pytest.fixture
-def app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
-    monkeypatch.setenv("ADMIN_USER", "admin")
-    monkeypatch.setenv("ADMIN_PASSWORD", PASSWORD)
-    monkeypatch.setenv("SECRET_KEY", "test-secret-key")
-    from web import cache
+def make_app(mp: pytest.MonkeyPatch, database_url: str) -> Flask:
+    mp.setenv("DATABASE_URL", database_url)
+    mp.delenv("QUEUE_DATABASE_URL", raising=False)
+    mp.delenv("CELERY_BROKER_URL", raising=False)
+    mp.setenv("ADMIN_USER", "admin")
+    mp.setenv("ADMIN_PASSWORD", PASSWORD)
+    mp.setenv("SECRET_KEY", "test-secret-key")
+    from web import cache, throughput
     from web.app import create_app
 
     cache.clear()
-    app = create_app({"TESTING": True, "BROKER_PROBE_TIMEOUT": 0.5})
-    yield app
+    throughput.clear()
+    return create_app({"TESTING": True, "BROKER_PROBE_TIMEOUT": 0.5})
+
+
+def dispose(app: Flask) -> None:
     for engine in set(app.extensions["bench_engines"].values()):
         engine.dispose()
+
+
+@pytest.fixture
+def app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    """The app on this test's own fresh database."""
+    app = make_app(monkeypatch, database_url)
+    yield app
+    dispose(app)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg_server: str, template_db: str) -> Iterator[str]:
+    """One fresh database for a whole module of tests that do not depend on each other's rows."""
+    from ..conftest import create_database, drop_database
+
+    name = f"bench_wm_{uuid.uuid4().hex[:10]}"
+    url = create_database(pg_server, name, template=template_db)
+    yield url
+    drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="module")
+def module_app(module_database_url: str) -> Iterator[Flask]:
+    with pytest.MonkeyPatch.context() as mp:
+        app = make_app(mp, module_database_url)
+        yield app
+    dispose(app)
 
 
 @pytest.fixture

@@ -7,6 +7,12 @@ import pytest
 from .conftest import BASIC, csrf_token
 
 
+@pytest.fixture
+def app(module_app):
+    """Bad input changes nothing, so the module shares one database."""
+    return module_app
+
+
 def test_out_of_range_form_values_re_render_the_form_with_messages(user):
     page = user.get("/runs/new")
     resp = user.post(
