@@ -328,3 +328,52 @@ def test_admin_tables_are_served_with_local_assets(page, live):
     assert requests and all(r.startswith(live.url) for r in requests), [
         r for r in requests if not r.startswith(live.url)
     ]
+
+
+def bench_library() -> bool:
+    return importlib.util.find_spec("shared.bench") is not None
+
+
+@pytest.mark.skipif(
+    not bench_library(), reason="the benchmark library (shared.bench) is not merged into this build yet"
+)
+def test_start_a_run_from_the_form_watch_it_finish_and_check_its_charts(page, live):
+    page.goto(live.url + "/runs/new")
+    page.select_option("#mode", "managed")
+    for box in page.locator("input[name=adapters]").all():
+        box.set_checked(box.get_attribute("value") == "pgqueue")
+    page.fill("#job_count", "200")
+    page.select_option("#workload", "noop")
+    page.select_option("#scenario", "drain")
+    page.fill("#processes", "1")
+    page.fill("#slots", "2")
+    page.fill("#repetitions", "1")
+    page.shot("form")
+    page.click("#experiment-form button[type=submit]")
+    page.wait_for_url("**/runs/experiments/*")
+    page.shot("started")
+    status = page.locator("#experiment-status")
+    # progress.js polls progress.json and reloads the page when the experiment ends
+    wait_until(
+        lambda: status.inner_text() in ("completed", "failed"), 180, interval=1, message="the run finished"
+    )
+    page.shot("finished")
+    assert status.inner_text() == "completed", page.locator("dl.facts").inner_text()
+
+    page.locator("table.case-runs a").first.click()
+    page.wait_for_selector("#charts[data-loaded=true]")
+    run_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    drawn = page.evaluate(
+        """() => Array.from(document.querySelectorAll('#charts canvas')).map(c => ({
+             id: c.dataset.chart,
+             datasets: Chart.getChart(c).data.datasets.map(d => ({label: d.label, data: d.data.map(p => ({x: p.x, y: p.y}))}))
+           }))"""
+    )
+    page.shot("run-detail")
+    api = live.api(f"/api/runs/{run_id}/series")
+    expected = [
+        {"id": c["id"], "datasets": [{"label": d["label"], "data": d["data"]} for d in c["datasets"]]}
+        for c in api["charts"]
+    ]
+    assert drawn == expected
+    assert any(c["id"] == "throughput" and c["datasets"][0]["data"] for c in drawn), drawn
