@@ -94,3 +94,46 @@ def test_compare_needs_two_runs(client):
     assert resp.status_code == 400 and resp.is_json
     resp = client.get("/api/compare?ids=1,x", headers=BASIC)
     assert resp.status_code == 400 and resp.is_json
+
+
+def test_attached_mode_offers_only_what_running_workers_can_do(user):
+    page = user.get("/runs/new")
+    resp = user.post(
+        "/runs/new",
+        data={
+            "csrf_token": csrf_token(page.text),
+            "mode": "attached",
+            "adapters": ["pgqueue", "celery"],
+            "brokers": ["redis"],
+            "scheduling_modes": ["bulk"],
+            "workload": "noop",
+            "scenario": "drain",
+            "job_count": "10",
+            "processes": "1",
+            "slots": "2",
+            "repetitions": "1",
+        },
+    )
+    assert resp.status_code == 400
+    assert "no pgqueue worker is running" in resp.text
+    assert "no Celery worker is running on redis" in resp.text
+
+
+def test_fault_scenario_is_refused_in_attached_mode(user):
+    page = user.get("/runs/new")
+    resp = user.post(
+        "/runs/new",
+        data={
+            "csrf_token": csrf_token(page.text),
+            "mode": "attached",
+            "adapters": ["pgqueue"],
+            "scheduling_modes": ["bulk"],
+            "workload": "noop",
+            "scenario": "fault",
+            "job_count": "10",
+            "processes": "1",
+            "slots": "2",
+            "repetitions": "1",
+        },
+    )
+    assert resp.status_code == 400 and 'data-field="scenario"' in resp.text

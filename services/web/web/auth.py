@@ -65,7 +65,7 @@ def _safe_next(target: str | None) -> str:
     if not target:
         return url_for("runs.index")
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")):
         return url_for("runs.index")
     return target
 

@@ -151,7 +151,8 @@ def apply_action(action: str, ids: list[int]) -> int:
 
 def _back(default: str) -> str:
     target = request.form.get("back", "")
-    return target if target.startswith("/") and not target.startswith("//") else default
+    # same-site paths only ("//host" and "/\\host" are other sites to a browser)
+    return target if target.startswith("/") and not target.startswith(("//", "/\\")) else default
 
 
 @bp.post("/jobs/action")

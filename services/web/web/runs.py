@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField, widgets
@@ -155,8 +156,9 @@ def new():
     mod = deps.experiments()
     general_errors: list[str] = []
     status = 200
+    workers = live_workers()
     if request.method == "POST":
-        if not form.validate_on_submit():
+        if not form.validate_on_submit() or not attached_workers_suffice(form, workers):
             status = 400
         elif mod is None:
             general_errors.append(deps.MISSING_BENCH)
@@ -179,13 +181,6 @@ def new():
                     mod.launch_executor(experiment_id)
                     flash(f"Experiment {experiment_id} started.", "info")
                     return redirect(url_for("runs.experiment", experiment_id=experiment_id))
-    with database.admin_conn("queue") as conn:
-        workers = conn.execute(
-            models.Worker.__table__.select()
-            .where(models.Worker.__table__.c.stopped_at.is_(None))
-            .order_by(models.Worker.__table__.c.heartbeat_at.desc())
-            .limit(50)
-        ).all()
     return render_template(
         "runs/new.html",
         form=form,
@@ -194,6 +189,44 @@ def new():
         missing_message=deps.MISSING_BENCH,
         workers=workers,
     ), status
+
+
+def live_workers() -> list[Any]:
+    """Workers whose heartbeat is recent and that have not stopped: what attached mode can use."""
+    W = models.Worker.__table__
+    with database.admin_conn("queue") as conn:
+        return conn.execute(
+            W.select()
+            .where(
+                W.c.stopped_at.is_(None), W.c.heartbeat_at > sa.func.now() - sa.text("interval '15 seconds'")
+            )
+            .order_by(W.c.heartbeat_at.desc())
+            .limit(50)
+        ).all()
+
+
+def attached_workers_suffice(form: ExperimentForm, workers: list[Any]) -> bool:
+    """In attached mode the form offers only what running workers can do: say what is missing."""
+    if form.mode.data != "attached":
+        return True
+    ok = True
+    adapters = set(form.adapters.data or [])
+    if "pgqueue" in adapters and not any(w.adapter == "pgqueue" for w in workers):
+        form.adapters.errors = [
+            *form.adapters.errors,
+            "attached mode: no pgqueue worker is running (make dev)",
+        ]
+        ok = False
+    if "celery" in adapters:
+        running = {(w.info or {}).get("broker") for w in workers if w.adapter == "celery"}
+        missing = [b for b in (form.brokers.data or ["postgres"]) if b not in running]
+        if missing:
+            form.brokers.errors = [
+                *form.brokers.errors,
+                f"attached mode: no Celery worker is running on {', '.join(missing)}",
+            ]
+            ok = False
+    return ok
 
 
 @bp.get("/experiments/<int:experiment_id>")
