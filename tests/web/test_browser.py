@@ -377,3 +377,8 @@ def test_start_a_run_from_the_form_watch_it_finish_and_check_its_charts(page, li
     ]
     assert drawn == expected
     assert any(c["id"] == "throughput" and c["datasets"][0]["data"] for c in drawn), drawn
+
+    page.locator("dl.facts a", has_text="pgqueue/").click()
+    page.wait_for_selector("#estimates")
+    assert page.locator("#estimates tr[data-figure]").count() > 5
+    page.shot("case")

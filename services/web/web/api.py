@@ -82,6 +82,8 @@ def start_experiment():
         experiment_id = mod.start_experiment(spec, mode=mode)
     except mod.ExperimentBusy as exc:
         abort(409, f"Another experiment is pending or running: {exc}")
+    except mod.SpecError as exc:
+        return unprocessable("Invalid experiment spec.", {str(k): str(v) for k, v in exc.errors.items()})
     pid = mod.launch_executor(experiment_id)
     with database.admin_conn() as conn:
         exp = results.get_experiment(conn, experiment_id)

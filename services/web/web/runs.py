@@ -15,13 +15,14 @@ from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField
 from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional, ValidationError
 
 from shared import celery_app, models, workloads
-from web import database, deps, params, results
+from web import database, deps, params, results, serializers
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
 SCENARIOS = ("drain", "steady", "burst", "fault")
 FAULTS = ("kill_worker", "restart_postgres")
 MAX_JOBS = 2_000_000
+RUN_COLUMNS = {*serializers.RUN_FIELDS, "run_id", "who", "family"}
 
 
 class MultiCheckbox(SelectMultipleField):
@@ -177,6 +178,9 @@ def new():
                 except mod.ExperimentBusy as exc:
                     general_errors.append(f"Another experiment is pending or running: {exc}")
                     status = 409
+                except mod.SpecError as exc:  # checks that need the database (attached mode's workers)
+                    general_errors = _spec_errors_to_form(form, dict(exc.errors))
+                    status = 400
                 else:
                     mod.launch_executor(experiment_id)
                     flash(f"Experiment {experiment_id} started.", "info")
@@ -258,8 +262,6 @@ def progress_of(experiment_id: int) -> dict[str, Any]:
     }
     mod = deps.experiments()
     if mod is not None:
-        from web import serializers
-
         out["detail"] = serializers.plain(mod.progress(experiment_id))
     return out
 
@@ -292,7 +294,8 @@ def run(run_id: int):
         r = results.get_run(conn, run_id)
     if r is None:
         abort(404, f"There is no run {run_id}.")
-    figures = results.flat_figures(results.run_summary(r))
+    # the run's own columns are shown above the figures; the table holds the measurements
+    figures = {k: v for k, v in results.flat_figures(results.run_summary(r)).items() if k not in RUN_COLUMNS}
     return render_template("runs/run.html", run=r, figures=figures, report_missing=deps.report() is None)
 
 

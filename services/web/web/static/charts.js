@@ -21,7 +21,7 @@
         data: {
           datasets: c.datasets.map(function (d, i) {
             return { label: d.label, data: d.data, borderColor: palette[i % palette.length],
-                     backgroundColor: palette[i % palette.length], pointRadius: 0, borderWidth: 1.5, parsing: false };
+                     backgroundColor: palette[i % palette.length], pointRadius: d.data.length < 40 ? 2 : 0, borderWidth: 1.5, parsing: false };
           })
         },
         options: {
