@@ -210,7 +210,9 @@ def test_compare_two_runs(page, live):
     )
     # "throughput" from the stored metrics, or "figures.throughput" from the report's view of them
     (row,) = [r for r in rows if r[0] in ("throughput", "figures.throughput")]
-    assert [v.replace(",", "") for v in row[1:]] == ["1234", "567"]
+    heads = page.locator("#comparison thead th").all_inner_texts()[1:]
+    shown = {h: float(v.replace(",", "")) for h, v in zip(heads, row[1:], strict=True)}
+    assert shown == {f"Run {a}": 1234.0, f"Run {b}": 567.0}
 
 
 def test_filter_pgqueue_jobs(page, live):
