@@ -98,6 +98,10 @@ bench-pgqueue: setup ## pgqueue's figures beside the raw-SQL ceiling (embedded P
 bench-celery: setup ## Celery alone: drain 10k no-ops, publish one by one, 3 brokers x 2 configurations x 2 pools; ARGS=--help
 	@$(PY) -m shared.bench_celery $(ARGS)
 
+.PHONY: bench-web
+bench-web: setup ## Admin pages on 1,000,000 pgqueue jobs: median times, then 200 req/s for 30 s (loopback); ARGS=--help
+	@$(PY) scripts/bench_web.py $(ARGS)
+
 ##@ Deployment
 .PHONY: deploy
 deploy: ## Deploy to Fly.io: flyctl deploy with fly.toml (docs/deploy.md); ARGS go to flyctl

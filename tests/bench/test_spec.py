@@ -73,3 +73,11 @@ def test_the_spec_names_the_brokers_and_configurations_celery_knows():
 
     assert spec.BROKERS == celery_app.BROKERS
     assert spec.CONFIGURATIONS == celery_app.CONFIGURATIONS
+
+
+def test_both_queues_with_equal_total_slots_are_one_comparison():
+    s = experiments.validate_spec(spec.default_matrix(brokers=["postgres"]))
+    noop_bulk = [c for c in s.cases if c.workload == "noop" and c.scheduling == "bulk" and c.recording]
+    assert {c.who for c in noop_bulk} == {"pgqueue", "celery.postgres.defaults"}
+    assert len({c.family for c in noop_bulk}) == 1 and noop_bulk[0].family.endswith("/slots10")
+    assert spec.family_of("pgqueue/drain/noop/bulk/n5/p2s5.norec") == "drain/noop/bulk/n5/slots10.norec"

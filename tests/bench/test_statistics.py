@@ -63,3 +63,8 @@ def test_verdict_names_a_winner_only_without_overlap():
     )
     assert v["winner"] == "a" and v["ratio"] == pytest.approx(4.0)
     assert st.verdict({"a": fast}, True)["winner"] is None
+
+
+def test_a_single_repetition_names_no_winner():
+    v = st.verdict({"a": st.bootstrap_ci([100.0]), "b": st.bootstrap_ci([1.0])}, higher_is_better=True)
+    assert v["winner"] is None and v["verdict"].startswith(st.NO_CLEAR_DIFFERENCE)

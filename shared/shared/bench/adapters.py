@@ -123,15 +123,18 @@ class WorkerGroup:
             return victim
         return None
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM each worker's main process (its graceful shutdown stops its children), wait, then
-        SIGKILL whatever is left of its process group."""
+    def terminate(self) -> None:
+        """SIGTERM each worker's main process: its graceful shutdown stops its children."""
         for p in self.procs:
             if p.poll() is None:
                 try:
                     os.kill(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """`terminate`, wait up to `timeout`, then SIGKILL whatever is left of each process group."""
+        self.terminate()
         deadline = time.monotonic() + timeout
         for p in self.procs:
             try:
@@ -226,7 +229,7 @@ def wait_ready(
                 "AND heartbeat_at > to_timestamp(%s) - interval '1 second'",
                 (proc.pid, group.started_at),
             ).fetchone()
-            if row and row[0]:
+            if row and row[0] and _processes_ready(conn, group):
                 break
             if should_stop():
                 group.stop(5)
@@ -241,6 +244,20 @@ def wait_ready(
             time.sleep(0.1)
     group.ready_at = time.time()
     return group
+
+
+def _processes_ready(conn: Any, group: WorkerGroup) -> bool:
+    """pgqueue's supervisor heartbeats before its processes can run jobs: wait for every process's own
+    heartbeat too (Celery's worker heartbeats only once its pool is up)."""
+    if group.case.adapter != "pgqueue":
+        return True
+    row = conn.execute(
+        "SELECT count(*) FROM queue.workers p JOIN queue.workers s ON p.id LIKE s.id || '-%%' "
+        "WHERE s.pid = %s AND s.stopped_at IS NULL AND p.stopped_at IS NULL "
+        "AND p.info->>'role' = 'process' AND p.heartbeat_at > to_timestamp(%s) - interval '1 second'",
+        (group.procs[0].pid, group.started_at),
+    ).fetchone()
+    return bool(row) and row[0] >= group.case.processes
 
 
 def start_workers(

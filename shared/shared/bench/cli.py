@@ -65,13 +65,14 @@ def parser() -> argparse.ArgumentParser:
         help="add Celery's `reliable` configuration and the PostgreSQL-restart fault",
     )
     p.add_argument("--parts", default=",".join(PARTS), help=f"which parts of the matrix: {', '.join(PARTS)}")
-    p.add_argument("--jobs", type=int, default=1000, help="jobs per noop drain run")
-    p.add_argument("--sleep-jobs", type=int, default=500, help="jobs per sleep drain run")
+    p.add_argument("--jobs", type=int, default=500, help="jobs per noop drain run")
+    p.add_argument("--sleep-jobs", type=int, default=300, help="jobs per sleep drain run")
     p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
     p.add_argument("--slots", type=int, default=10, help="total worker slots per adapter (equal for both)")
     p.add_argument("--rate", type=float, default=200.0, help="steady scenario: arrivals per second")
-    p.add_argument("--duration", type=float, default=5.0, help="steady scenario: seconds of arrivals")
-    p.add_argument("--fault-jobs", type=int, default=300, help="jobs per fault run (sleep jobs)")
+    p.add_argument("--duration", type=float, default=3.0, help="steady scenario: seconds of arrivals")
+    p.add_argument("--fault-jobs", type=int, default=200, help="jobs per fault run (sleep jobs)")
+    p.add_argument("--fault-ms", type=float, default=50.0, help="milliseconds each fault-run job sleeps")
     p.add_argument(
         "--repetitions",
         type=int,
@@ -109,6 +110,10 @@ def check_args(args: argparse.Namespace) -> None:
     ):
         if value <= 0:
             raise UsageError(f"{name} must be a positive number of jobs, got {value}")
+    if args.sleep_ms < 0 or args.fault_ms < 0:
+        raise UsageError(
+            f"--sleep-ms and --fault-ms must not be negative, got {args.sleep_ms} and {args.fault_ms}"
+        )
     if args.rate <= 0 or args.duration <= 0:
         raise UsageError(f"--rate and --duration must be positive, got {args.rate} and {args.duration}")
     if args.stall_seconds is not None and args.stall_seconds <= 0:
@@ -159,6 +164,7 @@ def build_spec(args: argparse.Namespace, available: dict[str, str | None]) -> tu
         steady_rate=args.rate,
         steady_seconds=args.duration,
         fault_jobs=args.fault_jobs,
+        fault_ms=args.fault_ms,
         repetitions=args.repetitions,
         restart_postgres=args.full,
         overhead="overhead" in parts,
@@ -325,6 +331,24 @@ def run(args: argparse.Namespace) -> int:
             cluster.stop()
 
 
+def report_cmd(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m shared.bench report",
+        description="Write an experiment's report files again from its rows.",
+    )
+    p.add_argument("experiment_id", type=int)
+    p.add_argument("--output", type=Path, required=True)
+    args = p.parse_args(argv)
+    from shared import db
+    from shared.bench import report
+
+    with db.connect(settings.load().database_url, role="harness-report", autocommit=True) as conn:
+        files = report.write(conn, args.experiment_id, args.output)
+    print_summary(args.output)
+    print(f"wrote {len(files)} files")
+    return 0
+
+
 def execute_cmd(argv: list[str]) -> int:
     from shared.bench import experiments
 
@@ -345,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "execute":
             return execute_cmd(argv[1:])
+        if argv and argv[0] == "report":
+            return report_cmd(argv[1:])
         args = parser().parse_args(argv)
         logging.basicConfig(
             level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

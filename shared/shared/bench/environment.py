@@ -40,7 +40,8 @@ def postgres(conn: psycopg.Connection) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in PG_SETTINGS:
         try:
-            out[name] = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0]
+            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+            out[name] = row[0] if row else None
         except psycopg.Error:
             out[name] = None
     return out

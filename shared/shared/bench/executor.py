@@ -37,8 +37,14 @@ FAULT_STALL_SECONDS = 30.0
 """Fault runs wait longer: pgqueue rescues a dead worker's jobs after its `rescue_after` (15 s) plus
 one rescuer interval (5 s)."""
 SPOOL_WAIT_SECONDS = 15.0
+FAULT_STOP_SECONDS = 10.0
 FAULT_AT = 1 / 3
 """A fault strikes once this fraction of the run's jobs has finished."""
+
+
+def _first(row: tuple | None) -> Any:
+    """The first column of a row that a count or max query always returns."""
+    return row[0] if row is not None else None
 
 
 def reports_root() -> Path:
@@ -111,6 +117,8 @@ class Executor:
         self.stall_seconds = stall_seconds
         self.pg_restart_possible = cluster is not None
         self._seen_cases: set[str] = set()
+        self._fault_done = threading.Event()
+        self._enqueue_done_at: float | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -140,10 +148,12 @@ class Executor:
             mode=mode,
         )
         self.env_info = env_info
-        # SIGTERM (the web's executor being stopped) is treated like Ctrl-C: keep what was measured.
+        # SIGINT (Ctrl-C, `experiments.cancel`) and SIGTERM stop the experiment and keep what was
+        # measured. Installed explicitly: a process started in the background inherits SIGINT ignored.
         previous = None
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, lambda *_: self._interrupt())
+            previous = signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
         final_status, error = "completed", None
         try:
             self._run_all(spec, mode)
@@ -191,8 +201,11 @@ class Executor:
             raise RuntimeError(error)
         return out
 
-    def _interrupt(self) -> None:
-        self._stop.set()
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # The first signal interrupts whatever blocks (a send, a wait); later ones only set the flag.
+        if not self._stop.is_set():
+            self._stop.set()
+            raise KeyboardInterrupt
 
     def _progress(self, **info: Any) -> None:
         if self.on_progress is not None:
@@ -322,8 +335,11 @@ class Executor:
         return g, True
 
     def _stop_group(self) -> None:
-        """Stop every worker this executor started."""
-        for g in [*self.groups.values(), *([self.fault_group] if self.fault_group else [])]:
+        """Stop every worker this executor started: all are asked at once, then waited for."""
+        groups = [*self.groups.values(), *([self.fault_group] if self.fault_group else [])]
+        for g in groups:
+            g.terminate()
+        for g in groups:
             g.stop()
         self.groups.clear()
         self.fault_group = None
@@ -384,9 +400,19 @@ class Executor:
             (Jsonb(self._run_environment(case)), run_id),
         )
         sampler.start()
+        fault_info: dict[str, Any] = {}
+        injector = None
+        if case.scenario == "fault":
+            # The fault strikes from its own thread, so that it can land during a slow enqueue too.
+            injector = threading.Thread(
+                target=self._fault_thread, args=(run_id, case, group, fault_info), name="fault", daemon=True
+            )
+            self._enqueue_done_at = None
+            injector.start()
         interrupted = False
         try:
             sent = scenarios.enqueue(case, enq, run_id, self.should_stop)
+            self._enqueue_done_at = sent.finished_at
         except KeyboardInterrupt:
             interrupted = True
             sent = None
@@ -396,16 +422,20 @@ class Executor:
             "UPDATE benchmark_runs SET status = 'running', scheduling_finished_at = now() WHERE id = %s",
             (run_id,),
         )
-        fault_info: dict[str, Any] = {}
         waited: dict[str, Any] = {}
         if not interrupted and sent is not None:
             try:
                 waited = self._wait(run_id, case, sent.sent, queue, group, fault_info)
             except KeyboardInterrupt:
                 interrupted = True
+        self._fault_done.set()
+        if injector is not None:
+            injector.join(10)
+        self._fault_done.clear()
         if case.scenario == "fault" and group is not None:
             # The fault's workers go: a clean stop flushes their spools, then dead workers' spools load.
-            group.stop()
+            # A Celery worker whose pool child was SIGKILLed can hang in its warm shutdown: a short wait.
+            group.stop(timeout=FAULT_STOP_SECONDS)
             self.fault_group = None
         resources = sampler.stop()
         if case.scenario == "fault":
@@ -451,9 +481,12 @@ class Executor:
 
     def _count_done(self, run_id: int) -> int:
         return int(
-            self.harness.execute(
-                "SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %s AND kind = 'finish'", (run_id,)
-            ).fetchone()[0]
+            _first(
+                self.harness.execute(
+                    "SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %s AND kind = 'finish'",
+                    (run_id,),
+                ).fetchone()
+            )
         )
 
     def _count_completed_in_queue(self, queue: str) -> int | None:
@@ -497,8 +530,6 @@ class Executor:
                 if observed_done_at is None:
                     observed_done_at = time.time()
                 break
-            if case.scenario == "fault" and not fault_info and done >= n * FAULT_AT:
-                fault_info.update(self._inject(case, group))
             if time.monotonic() - last_change > stall:
                 break
             time.sleep(0.1)
@@ -508,6 +539,36 @@ class Executor:
             "observed_done_at": observed_done_at,
             "done_when_waiting_ended": last_done,
         }
+
+    def _fault_thread(
+        self, run_id: int, case: Case, group: adapters.WorkerGroup | None, fault_info: dict[str, Any]
+    ) -> None:
+        """Inject the case's fault once a third of the jobs finished (as the records show), or once a
+        third of the work's expected busy time passed after the enqueue (the records lag up to a
+        second behind, longer than a fast queue needs for the whole run)."""
+        busy = case.jobs * float(case.params.get("ms", 0) or 0) / 1000.0 / max(1, case.total_slots)
+        try:
+            conn = db.connect(self.url, role="harness-fault", autocommit=True)
+        except psycopg.Error:
+            return
+        with conn:
+            while not self._fault_done.is_set() and not self.should_stop():
+                try:
+                    done = _first(
+                        conn.execute(
+                            "SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %s AND kind = 'finish'",
+                            (run_id,),
+                        ).fetchone()
+                    )
+                except psycopg.Error:
+                    return
+                enq_done = self._enqueue_done_at
+                due = enq_done is not None and busy > 0 and time.time() >= enq_done + busy * FAULT_AT
+                if done >= case.jobs * FAULT_AT or due:
+                    fault_info.update(self._inject(case, group))
+                    fault_info["jobs_finished_before"] = int(done)
+                    return
+                time.sleep(0.02)
 
     def _inject(self, case: Case, group: adapters.WorkerGroup | None) -> dict[str, Any]:
         at = time.time()
@@ -534,12 +595,14 @@ class Executor:
             return
         deadline = time.monotonic() + SPOOL_WAIT_SECONDS
         while time.monotonic() < deadline:
-            behind = self.harness.execute(
-                "SELECT count(*) FROM queue.workers WHERE stopped_at IS NULL "
-                "AND heartbeat_at > now() - interval '30 seconds' "
-                "AND (spool_loaded_at IS NULL OR spool_loaded_at < to_timestamp(%s))",
-                (last,),
-            ).fetchone()[0]
+            behind = _first(
+                self.harness.execute(
+                    "SELECT count(*) FROM queue.workers WHERE stopped_at IS NULL "
+                    "AND heartbeat_at > now() - interval '30 seconds' "
+                    "AND (spool_loaded_at IS NULL OR spool_loaded_at < to_timestamp(%s))",
+                    (last,),
+                ).fetchone()
+            )
             if not behind:
                 return
             time.sleep(0.2)
@@ -613,7 +676,8 @@ class Executor:
         if not case.recording:
             m["audit"] = None
             if m.get("wall_seconds"):
-                m["throughput"] = round(n_sent / m["wall_seconds"], 1)
+                # Not `throughput`: without records it spans the enqueue too, unlike the drain figure.
+                m["wall_throughput"] = round(n_sent / m["wall_seconds"], 1)
             return m
         timings = metrics.job_timings(conn, run_id)
         lat = metrics.latencies(timings, from_scheduled=case.scenario == "steady")

@@ -43,6 +43,10 @@ class ExperimentBusy(RuntimeError):
     """Another experiment is pending or running; only one goes at a time."""
 
 
+def _first(row: tuple | None) -> Any:
+    return row[0] if row is not None else None
+
+
 def _url(database_url: str | None) -> str:
     return database_url or settings.load().database_url
 
@@ -71,10 +75,12 @@ def start_experiment(spec: Spec, mode: str = "managed", *, database_url: str | N
     with db.connect(_url(database_url), role="harness") as conn:
         try:
             with conn.transaction():
-                eid = conn.execute(
-                    "INSERT INTO experiments (status, mode, spec) VALUES ('pending', %s, %s) RETURNING id",
-                    (mode, Jsonb(spec.to_dict())),
-                ).fetchone()[0]
+                eid = _first(
+                    conn.execute(
+                        "INSERT INTO experiments (status, mode, spec) VALUES ('pending', %s, %s) RETURNING id",
+                        (mode, Jsonb(spec.to_dict())),
+                    ).fetchone()
+                )
                 for case, rep in spec.schedule():
                     conn.execute(
                         """
@@ -180,7 +186,7 @@ def progress(experiment_id: int, *, database_url: str | None = None) -> dict[str
         ).fetchone()
         if exp is None:
             raise LookupError(f"no experiment {experiment_id}")
-        counts = dict(
+        counts: dict[str, int] = dict(
             conn.execute(
                 "SELECT status, count(*) FROM benchmark_runs WHERE experiment_id = %s GROUP BY status",
                 (experiment_id,),

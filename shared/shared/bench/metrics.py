@@ -300,8 +300,12 @@ def db_snapshot(conn: psycopg.Connection) -> dict[str, float]:
     except psycopg.Error:
         pass
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    xacts, ins, upd, dele, wal = conn.execute(DB_STATS).fetchone()
-    dead, live = conn.execute(DEAD_ROWS).fetchone()
+    stats = conn.execute(DB_STATS).fetchone()
+    rows = conn.execute(DEAD_ROWS).fetchone()
+    if stats is None or rows is None:  # the current database always has a row; satisfy the types
+        raise RuntimeError("pg_stat_database has no row for the current database")
+    xacts, ins, upd, dele, wal = stats
+    dead, live = rows
     return {
         "transactions": float(xacts),
         "rows_inserted": float(ins),

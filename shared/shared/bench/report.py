@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from shared import db, settings
-from shared.bench import statistics
+from shared.bench import spec, statistics
 
 # (figure, where it is in a run's metrics, higher is better, unit)
 FIGURES: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
@@ -116,7 +116,7 @@ def _who(key: str) -> str:
 
 
 def _family(key: str) -> str:
-    return key.split("/", 1)[1] if "/" in key else key
+    return spec.family_of(key)
 
 
 def _connect(conn: psycopg.Connection | None) -> tuple[psycopg.Connection, bool]:
@@ -136,7 +136,7 @@ def _runs(conn: psycopg.Connection, where: str, params: tuple) -> list[dict[str,
     # `where` is one of this module's fixed fragments; values go in `params`.
     sql = f"{RUNS_SELECT} WHERE {where} ORDER BY id"  # noqa: S608
     cur = conn.execute(sql, params)
-    names = [c.name for c in cur.description]
+    names = [c.name for c in cur.description or []]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
@@ -238,7 +238,7 @@ def _estimates(runs: list[dict[str, Any]], seed: int = 1) -> dict[str, dict[str,
 
 def _case_from_runs(key: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     first = runs[0]
-    m = next((r["metrics"] for r in runs if r["metrics"]), {}) or {}
+    m: dict[str, Any] = next((r["metrics"] for r in runs if r["metrics"]), {}) or {}
     return {
         "case_key": key,
         "who": _who(key),
@@ -384,11 +384,18 @@ def write(
         if c["scenario"] != "fault" and c["recording"]:
             families[c["family"]].append(c)
     comparisons = {f: _compare_cases(cs) for f, cs in families.items() if len(cs) > 1}
-    calib = [{"round": k, **v} for k, v in sorted((calibration or {}).items())]
+    if not calibration:
+        # Rewriting a report from the rows: each run carries its round's calibration.
+        calibration = {}
+        for r in runs:
+            round_calibration = (r["metrics"] or {}).get("calibration")
+            if round_calibration and r["repetition"] not in calibration:
+                calibration[r["repetition"]] = round_calibration
+    calib = [{"round": k, **v} for k, v in sorted(calibration.items())]
     ceiling = statistics.median([c["jobs_per_second"] for c in calib if c.get("jobs_per_second")])
     overhead = _overhead(cases)
-    environment = next((r["environment"] for r in runs if r["environment"]), {})
-    spec = exp[3] if exp else {}
+    environment: dict[str, Any] = next((r["environment"] for r in runs if r["environment"]), {})
+    spec_data = exp[3] if exp else {}
     result = {
         "experiment": {
             "id": experiment_id,
@@ -397,7 +404,7 @@ def write(
             "created_at": exp[4].isoformat() if exp and exp[4] else None,
             "started_at": exp[5].isoformat() if exp and exp[5] else None,
             "finished_at": exp[6].isoformat() if exp and exp[6] else None,
-            "spec": spec,
+            "spec": spec_data,
         },
         "environment": {k: v for k, v in environment.items() if k != "celery_config"},
         "notes": notes or [],
@@ -514,8 +521,8 @@ def _write_summary(
         "leader is than the runner-up.",
         "",
     ]
-    spec = e.get("spec") or {}
-    lines += ["## Sizes", "", f"- repetitions per case: {spec.get('repetitions')}"]
+    spec_data = e.get("spec") or {}
+    lines += ["## Sizes", "", f"- repetitions per case: {spec_data.get('repetitions')}"]
     for c in cases:
         reps = len(c["repetitions"])
         lines.append(f"- `{c['case_key']}`: {c['job_count']} jobs, {reps} run(s); {c['slot_mapping'] or ''}")
@@ -524,8 +531,10 @@ def _write_summary(
         lines += [
             "## Calibration: the raw SQL ceiling",
             "",
-            f"COPY-insert then claim-and-delete in batches with SKIP LOCKED, one client: "
-            f"**{_fmt(ceiling)} jobs/s** (median of {len(result['calibration']['rounds'])} rounds).",
+            "Claim 100 jobs (`FOR UPDATE SKIP LOCKED`) then complete them, in a loop, from one connection, "
+            f"no job body, no recording ({result['calibration']['rounds'][0].get('source')}): "
+            f"**{_fmt(ceiling)} jobs/s** (median of {len(result['calibration']['rounds'])} rounds). A queue with "
+            "several processes can pass this one-connection figure.",
             "",
             "| case | throughput (jobs/s) | ratio to ceiling |",
             "|---|---|---|",
@@ -535,6 +544,23 @@ def _write_summary(
             if t and c["workload"] == "noop" and c["scenario"] == "drain" and c["recording"]:
                 lines.append(f"| `{c['case_key']}` | {_fmt(t['median'])} | {t['median'] / ceiling:.3f} |")
         lines.append("")
+        rounds = result["calibration"]["rounds"]
+        copy = statistics.median([r["copy"] for r in rounds if isinstance(r.get("copy"), int | float)])
+        insert = statistics.median([r["insert"] for r in rounds if isinstance(r.get("insert"), int | float)])
+        if copy and insert:
+            lines += [
+                f"Enqueue ceilings: a plain COPY **{_fmt(copy)} jobs/s** (bulk), single-row INSERTs one per "
+                f"transaction **{_fmt(insert)} jobs/s** (one_by_one).",
+                "",
+                "| case | enqueue rate (jobs/s) | ratio to its ceiling |",
+                "|---|---|---|",
+            ]
+            for c in cases:
+                e = c["estimates"].get("enqueue_rate")
+                if e and c["scenario"] == "drain" and c["recording"] and e["median"]:
+                    ref = copy if c["scheduling_mode"] == "bulk" else insert
+                    lines.append(f"| `{c['case_key']}` | {_fmt(e['median'])} | {e['median'] / ref:.3f} |")
+            lines.append("")
     for fam, comp in sorted(comparisons.items()):
         whos = list({w for row in comp["rows"] for w in row["results"]})
         whos.sort(key=lambda w: (not w.startswith("pgqueue"), w))
@@ -593,10 +619,10 @@ def _write_summary(
         "|---|---|---|---|",
     ]
     for c in cases:
-        reps = [r for r in runs if r["case_key"] == c["case_key"] and (r["metrics"] or {}).get("audit")]
-        lost = sum(r["metrics"]["audit"]["lost"] for r in reps)
-        dup = sum(r["metrics"]["audit"]["duplicates"] for r in reps)
-        lines.append(f"| `{c['case_key']}` | {len(reps)} | {lost} | {dup} |")
+        audited = [r for r in runs if r["case_key"] == c["case_key"] and (r["metrics"] or {}).get("audit")]
+        lost = sum(r["metrics"]["audit"]["lost"] for r in audited)
+        dup = sum(r["metrics"]["audit"]["duplicates"] for r in audited)
+        lines.append(f"| `{c['case_key']}` | {len(audited)} | {lost} | {dup} |")
     lines.append("")
     if result["notes"]:
         lines += ["## Notes", "", *[f"- {n}" for n in result["notes"]], ""]

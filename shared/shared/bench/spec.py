@@ -9,6 +9,7 @@ raises `SpecError` whose `.errors` maps each bad field to one message.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -79,8 +80,9 @@ class Case:
 
     @property
     def family(self) -> str:
-        """The comparison this case belongs to: everything but the adapter, broker and configuration."""
-        return self.key.split("/", 1)[1]
+        """The comparison this case belongs to: everything but the adapter, broker and configuration,
+        and with total slots instead of processes x slots (both queues get the same total)."""
+        return family_of(self.key)
 
     @property
     def who(self) -> str:
@@ -139,6 +141,16 @@ class Spec:
             reps = 1 if c.scenario == "fault" else (c.repetitions or 1)
             out.extend((c, r) for r in range(1, reps + 1))
         return out
+
+
+_SLOTS = re.compile(r"/p(\d+)s(\d+)(\.norec)?$")
+
+
+def family_of(key: str) -> str:
+    """The comparison a case key belongs to: `celery.postgres.defaults/drain/noop/bulk/n500/p1s10` and
+    `pgqueue/drain/noop/bulk/n500/p2s5` both belong to `drain/noop/bulk/n500/slots10`."""
+    rest = key.split("/", 1)[1] if "/" in key else key
+    return _SLOTS.sub(lambda m: f"/slots{int(m[1]) * int(m[2])}{m[3] or ''}", rest)
 
 
 def _int_field(errors: dict[str, str], name: str, value: Any, low: int, high: int) -> int:
@@ -230,7 +242,7 @@ def _case(errors: dict[str, str], prefix: str, d: dict[str, Any]) -> Case | None
         errors.update({f"{prefix}{k}": v for k, v in e.items()})
         return None
     return Case(
-        adapter=adapter,
+        adapter=str(adapter),
         jobs=jobs,
         workload=workload,
         params=params,
@@ -267,7 +279,7 @@ def _expand_matrix(data: dict[str, Any]) -> list[dict[str, Any]]:
             modes if isinstance(modes, list) else [modes],
             scenarios if isinstance(scenarios, list) else [scenarios],
         ):
-            case = {
+            case: dict[str, Any] = {
                 k: data[k]
                 for k in ("jobs", "workload", "params", "processes", "slots", "rate", "bursts", "fault")
                 if k in data
@@ -335,7 +347,8 @@ def default_matrix(
     slots: int = 10,
     steady_rate: float = 200,
     steady_seconds: float = 10,
-    fault_jobs: int = 400,
+    fault_jobs: int = 200,
+    fault_ms: float = 50,
     repetitions: int = 5,
     restart_postgres: bool = False,
     overhead: bool = True,
@@ -381,8 +394,10 @@ def default_matrix(
     if overhead and pgqueue:
         p = {**whos[0], **slots_of(whos[0])}
         cases.append({**p, "jobs": noop_jobs, "workload": "noop", "scheduling": "bulk", "recording": False})
+    # One fault run per adapter: Celery's on the PostgreSQL broker (the design's default) when it runs.
+    fault_broker = "postgres" if "postgres" in brokers else (brokers[0] if brokers else None)
     fault_whos = ([whos[0]] if pgqueue else []) + [
-        {"adapter": "celery", "broker": "postgres", "celery_config": c} for c in configs
+        {"adapter": "celery", "broker": fault_broker, "celery_config": c} for c in configs if fault_broker
     ]
     faults = ["kill_worker"] + (["restart_postgres"] if restart_postgres else [])
     for who in fault_whos:
@@ -393,7 +408,7 @@ def default_matrix(
                     **slots_of(who),
                     "jobs": fault_jobs,
                     "workload": "sleep",
-                    "params": {"ms": sleep_ms},
+                    "params": {"ms": fault_ms},
                     "scheduling": "bulk",
                     "scenario": "fault",
                     "fault": fault,

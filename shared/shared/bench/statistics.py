@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 NO_CLEAR_DIFFERENCE = "no clear difference"
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
+MIN_REPETITIONS = 2
+"""Fewer repetitions than this give no interval, so no winner."""
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
@@ -96,10 +98,19 @@ def verdict(estimates: dict[str, Estimate], higher_is_better: bool) -> dict[str,
     known = {k: e for k, e in estimates.items() if e.median is not None}
     if len(known) < 2:
         return {"winner": None, "ratio": None, "verdict": "not compared (fewer than two results)"}
+    few = min(e.n for e in known.values()) < MIN_REPETITIONS
     ranked = sorted(known.items(), key=lambda kv: kv[1].median, reverse=higher_is_better)  # type: ignore[arg-type,return-value]
     (best, eb), (_, es) = ranked[0], ranked[1]
     num, den = (eb.median, es.median) if higher_is_better else (es.median, eb.median)
     ratio = (num / den) if den else None  # type: ignore[operator]
+    if few:
+        # One repetition has no interval: nothing can be claimed from it.
+        return {
+            "winner": None,
+            "ratio": ratio,
+            "verdict": f"{NO_CLEAR_DIFFERENCE} (too few repetitions)",
+            "leader": best,
+        }
     if overlap(eb, es):
         return {"winner": None, "ratio": ratio, "verdict": NO_CLEAR_DIFFERENCE, "leader": best}
     return {"winner": best, "ratio": ratio, "verdict": f"{best} ({ratio:.2f}x)" if ratio else best}
