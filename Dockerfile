@@ -46,6 +46,7 @@ COPY db/ db/
 ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     BENCH_DATA_DIR=/var/lib/bench \
+    BENCH_REPORTS_DIR=/var/lib/bench/reports \
     PORT=8000
 USER app
 EXPOSE 8000

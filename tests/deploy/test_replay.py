@@ -168,6 +168,11 @@ def test_web_image_answers_up_and_stops_on_sigterm(replays, database_url, output
     env = image_env(image, database_url, PORT=str(port), WEB_CONCURRENCY="1")
     # The migrations need nothing the service images lack (the workers' images are built alike).
     migrate_from(image, env)
+    # The executor the web starts writes its reports where the image allows the non-root user to write.
+    probe = "from shared.bench import executor; print(executor.reports_root())"
+    reports = run(image, ["python", "-c", probe], env)
+    assert reports.returncode == 0, reports.stderr
+    assert Path(reports.stdout.strip()).is_relative_to(image.path(image.env["BENCH_DATA_DIR"]))
     assert_only(image, env, "web")
     proc = start(image, image.cmd, env, output_dir / "web.log")
     try:

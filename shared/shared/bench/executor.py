@@ -48,7 +48,7 @@ def _first(row: tuple | None) -> Any:
 
 
 def reports_root() -> Path:
-    return settings.PROJECT_ROOT / "reports"
+    return settings.REPORTS_DIR
 
 
 class Harness:
