@@ -22,6 +22,8 @@ CONFIGURATIONS = ("defaults", "reliable")
 BROKERS = ("postgres", "redis", "rabbitmq")
 DEFAULT_SQL_POLLING_INTERVAL = 1.0
 """kombu's own default for the SQL transport: what users get unless they change it."""
+DEFAULT_REDIS_VISIBILITY_TIMEOUT = 3600.0
+"""kombu's own default for Redis: an unacknowledged message is handed out again after an hour."""
 
 RELIABLE = {
     "task_acks_late": True,
@@ -56,9 +58,22 @@ def config(
     result_backend: bool = False,
     polling_interval: float = DEFAULT_SQL_POLLING_INTERVAL,
     visibility_timeout: float | None = None,
+    restore_interval: float | None = None,
     s: settings_mod.Settings | None = None,
 ) -> dict[str, Any]:
-    """The complete Celery configuration of one run; recorded with the run as it is."""
+    """The complete Celery configuration of one run; recorded with the run as it is.
+
+    `polling_interval` applies to the SQL broker only (kombu's default 1 s). `visibility_timeout` and
+    `restore_interval` apply to Redis only: how old an unacknowledged message must be before a worker
+    hands it out again, and how often a worker sweeps for such messages (kombu's defaults: 3600 s,
+    and a sweep roughly every 100 s). Keys starting with `bench_` are ours, not Celery's: `make_app`
+    keeps them apart and `describe` reports them.
+    """
+    if polling_interval <= 0:
+        raise settings_mod.ConfigError(f"the SQL polling interval must be positive, got {polling_interval}")
+    for name, value in (("visibility timeout", visibility_timeout), ("restore interval", restore_interval)):
+        if value is not None and value <= 0:
+            raise settings_mod.ConfigError(f"the Redis {name} must be positive, got {value}")
     s = s or settings_mod.load()
     if configuration not in CONFIGURATIONS:
         raise settings_mod.ConfigError(
@@ -88,8 +103,17 @@ def config(
         # The SQL transport has no fanout: remote control, inspect and events cannot work on it.
         conf["worker_enable_remote_control"] = False
         conf["bench_polling_interval"] = polling_interval
-    if broker == "redis" and visibility_timeout is not None:
-        transport_options["visibility_timeout"] = visibility_timeout
+    if broker == "redis":
+        if visibility_timeout is not None:
+            transport_options["visibility_timeout"] = visibility_timeout
+        if restore_interval is not None:
+            # kombu sweeps every `interval * throttle` seconds; throttle 1 makes the interval exact.
+            transport_options["unacked_restore_interval"] = restore_interval
+            transport_options["unacked_restore_throttle"] = 1
+        conf["bench_visibility_timeout"] = (
+            visibility_timeout if visibility_timeout is not None else DEFAULT_REDIS_VISIBILITY_TIMEOUT
+        )
+        conf["bench_restore_interval"] = restore_interval
     if transport_options:
         conf["broker_transport_options"] = transport_options
     if result_backend:
@@ -111,6 +135,19 @@ def apply_polling_interval(conf: dict[str, Any]) -> None:
         kombu_sql.Transport.polling_interval = float(interval)
 
 
+def describe(app: Celery) -> dict[str, Any]:
+    """What a run records about its Celery side: broker, configuration and the settings that decide
+    delivery (the SQL polling interval, Redis's visibility timeout, acks and prefetch)."""
+    conf = app.conf
+    return {
+        **conf.bench,
+        "task_acks_late": bool(conf.task_acks_late),
+        "task_reject_on_worker_lost": bool(conf.task_reject_on_worker_lost),
+        "worker_prefetch_multiplier": int(conf.worker_prefetch_multiplier),
+        "result_backend": bool(conf.result_backend),
+    }
+
+
 def make_app(broker: str = "postgres", configuration: str = "defaults", **kwargs: Any) -> Celery:
     """A Celery app with the shared configuration; the worker registers the tasks on it."""
     conf = config(broker, configuration, **kwargs)
@@ -119,7 +156,7 @@ def make_app(broker: str = "postgres", configuration: str = "defaults", **kwargs
     app.conf.bench = {
         "broker": broker,
         "configuration": configuration,
-        **{k: v for k, v in conf.items() if k.startswith("bench_")},
+        **{k.removeprefix("bench_"): v for k, v in conf.items() if k.startswith("bench_")},
     }
     apply_polling_interval(conf)
     return app

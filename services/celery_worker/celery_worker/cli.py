@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Celery, signals
+from celery import __version__ as celery_version
+from kombu import __version__ as kombu_version
 
 from shared import celery_app, db, heartbeat, settings, spool
 
@@ -25,6 +27,16 @@ from . import tasks
 log = logging.getLogger("celery_worker")
 
 POOLS = ("prefork", "threads", "solo")
+
+
+def _env_float(name: str) -> float | None:
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise settings.ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,13 +64,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--polling-interval",
         type=float,
-        default=float(
-            os.environ.get("BENCH_CELERY_POLLING_INTERVAL", celery_app.DEFAULT_SQL_POLLING_INTERVAL)
-        ),
+        default=_env_float("BENCH_CELERY_POLLING_INTERVAL") or celery_app.DEFAULT_SQL_POLLING_INTERVAL,
         help="SQL transport polling interval in seconds (kombu's default: 1.0)",
     )
     p.add_argument(
-        "--visibility-timeout", type=float, default=None, help="Redis visibility timeout in seconds"
+        "--visibility-timeout",
+        type=float,
+        default=_env_float("BENCH_CELERY_VISIBILITY_TIMEOUT"),
+        help="Redis only: seconds before an unacknowledged message is handed out again (kombu: 3600)",
+    )
+    p.add_argument(
+        "--restore-interval",
+        type=float,
+        default=_env_float("BENCH_CELERY_RESTORE_INTERVAL"),
+        help="Redis only: seconds between sweeps for such messages (kombu: about 100)",
     )
     p.add_argument("--result-backend", action="store_true", help="store results in queue.celery_taskmeta")
     p.add_argument("--no-record", action="store_true", help="do not write spool records (overhead runs)")
@@ -99,6 +118,7 @@ def make_worker(args: argparse.Namespace) -> tuple[Celery, list[str]]:
         result_backend=args.result_backend,
         polling_interval=args.polling_interval,
         visibility_timeout=args.visibility_timeout,
+        restore_interval=args.restore_interval,
         s=s,
     )
     tasks.register(app)
@@ -107,22 +127,15 @@ def make_worker(args: argparse.Namespace) -> tuple[Celery, list[str]]:
 
     worker_id = heartbeat.new_worker_id("celery")
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    # What the admin pages, the attached mode and the run's record read from the heartbeat: the
+    # delivery settings (polling interval, visibility timeout, acks, prefetch) and the pool.
     info: dict[str, Any] = {
-        "broker": broker,
+        **celery_app.describe(app),
         "pool": args.pool,
         "concurrency": args.concurrency,
-        "configuration": args.configuration,
-        "result_backend": args.result_backend,
-        "polling_interval": args.polling_interval if broker == "postgres" else None,
-        "visibility_timeout": args.visibility_timeout,
         "recording": not args.no_record,
-        "celery_config": {
-            k: v
-            for k, v in app.conf.items()
-            if k in celery_app.config(broker, args.configuration, s=s)
-            and "url" not in k
-            and k != "broker_transport_options"
-        },
+        "celery_version": celery_version,
+        "kombu_version": kombu_version,
     }
     processes = args.concurrency if args.pool == "prefork" else 1
     slots = 1 if args.pool == "prefork" else args.concurrency
@@ -183,7 +196,11 @@ def make_worker(args: argparse.Namespace) -> tuple[Celery, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except settings.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app, worker_argv = make_worker(args)

@@ -1,0 +1,110 @@
+"""Fixtures of the Celery tests: a Redis server of our own, and workers started through the harness."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from shared import bench_celery, celery_app, embedded
+
+from ..conftest import require_service
+from ..support import ROOT, Proc, wait_until
+
+T = TypeVar("T")
+
+
+class RedisServer:
+    """A `redis-server` of our own on a free port, without persistence; stopping it stops only it."""
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        self.port = port or embedded.free_port()
+        self.log_path = log_path
+        self.proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = Proc(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            dict(os.environ),
+            self.log_path,
+            cwd=ROOT,
+        )
+        wait_until(lambda: redis.Redis(port=self.port, socket_timeout=1).ping(), 15, message="redis-server")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis server for tests that shorten the visibility timeout or stop the server.
+
+    A worker with a 5 s visibility timeout sweeps the *whole* unacked index of its Redis database,
+    so on the machine's shared Redis it would hand out other programs' in-flight messages again.
+    """
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed, and CI=true requires it")
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def all_brokers() -> tuple[str, ...]:
+    """Every broker; skips (or fails under CI) when the machine's Redis or RabbitMQ is absent."""
+    require_service("Redis", ("127.0.0.1", 6379))
+    require_service("RabbitMQ", ("127.0.0.1", 5672))
+    return celery_app.BROKERS
+
+
+def concurrently(fn: Callable[..., T], cases: list[Any]) -> list[T]:
+    """Run `fn(case)` for every case at once (each case starts its own processes); raise the first error."""
+    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
+        futures = [pool.submit(fn, case) for case in cases]
+        return [f.result() for f in futures]
+
+
+@contextlib.contextmanager
+def running_worker(
+    database_url: str, spec: bench_celery.WorkerSpec, spool_dir: Path, log_path: Path, **env: str
+) -> Iterator[bench_celery.CeleryWorker]:
+    """A started and ready worker, warm-stopped afterwards."""
+    worker = bench_celery.CeleryWorker(
+        spec, bench_celery.broker_env(database_url, spool_dir, **env), log_path
+    )
+    try:
+        worker.wait_ready(database_url, timeout=90)
+        yield worker
+    finally:
+        worker.terminate(20)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{time.time_ns()}"
