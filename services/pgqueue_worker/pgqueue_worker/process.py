@@ -29,7 +29,6 @@ from shared.pgqueue import queries
 from pgqueue_worker.completer import Completer, error_record
 from pgqueue_worker.config import Config
 from pgqueue_worker.listener import Listener
-from pgqueue_worker.recorder import FastSpoolRecorder
 from shared import contract, db, heartbeat, settings, spool, workloads
 
 log = logging.getLogger("pgqueue_worker.process")
@@ -390,7 +389,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         if self.cfg.record:
-            self.recorder = FastSpoolRecorder(spool.path_for(self.worker_id), self.worker_id, "pgqueue")
+            self.recorder = spool.SpoolRecorder(spool.path_for(self.worker_id), self.worker_id, "pgqueue")
             spool.install(self.recorder)
         self.heartbeat.beat()
         self.heartbeat.start()
