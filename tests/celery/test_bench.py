@@ -8,10 +8,14 @@ import pytest
 
 from shared import bench_celery
 
+from .conftest import WORKER_ENV
+
 pytestmark = pytest.mark.slow
 
 
-def test_a_small_bench_prints_a_table_of_sane_figures(database_url, capsys):
+def test_a_small_bench_prints_a_table_of_sane_figures(database_url, capsys, monkeypatch):
+    for key, value in WORKER_ENV.items():
+        monkeypatch.setenv(key, value)
     # In process: the same `main` as `make bench-celery`, on the test's database (DATABASE_URL is set).
     args = ["--jobs", "40", "--repeat", "1", "--brokers", "postgres", "--configs", "reliable"]
     assert bench_celery.main([*args, "--pools", "threads:2", "--polling-interval", "0.1"]) == 0
