@@ -81,6 +81,23 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _dispose_kombu_engines(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close this process's kombu SQL engines before the test database is dropped.
+
+    kombu caches one engine per URL at class level; left alone, its pooled connections to a dropped
+    database are reset at interpreter exit and log `AdminShutdown` tracebacks.
+    """
+    if "database_url" in request.fixturenames:
+        request.getfixturevalue("database_url")  # set up first, so torn down after this fixture
+    yield
+    from kombu.transport import sqlalchemy as kombu_sql
+
+    for engine, _ in list(kombu_sql.Channel._engines.values()):
+        engine.dispose()
+    kombu_sql.Channel._engines.clear()
+
+
 @pytest.fixture
 def all_brokers() -> tuple[str, ...]:
     """Every broker; skips (or fails under CI) when the machine's Redis or RabbitMQ is absent."""
