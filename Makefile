@@ -87,9 +87,29 @@ lint: setup ## ruff, mypy on shared/, import-linter contracts
 
 ##@ Benchmarks
 .PHONY: bench
-bench: setup ## Run the main comparison (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
-	@$(PY) -m shared.smoke $(ARGS)
+bench: setup ## Compare Celery and pgqueue: default matrix, report in reports/ (own PostgreSQL unless DATABASE_URL); ARGS=--help
+	@$(PY) -m shared.bench $(ARGS)
+
+.PHONY: bench-pgqueue
+bench-pgqueue: setup ## pgqueue's figures beside the raw-SQL ceiling (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
+	@$(PY) -m pgqueue_worker.bench $(ARGS)
 
 .PHONY: bench-celery
 bench-celery: setup ## Celery alone: drain 10k no-ops, publish one by one, 3 brokers x 2 configurations x 2 pools; ARGS=--help
 	@$(PY) -m shared.bench_celery $(ARGS)
+
+.PHONY: bench-web
+bench-web: setup ## Admin pages on 1,000,000 pgqueue jobs: median times, then 200 req/s for 30 s (loopback); ARGS=--help
+	@$(PY) scripts/bench_web.py $(ARGS)
+
+##@ Deployment
+.PHONY: deploy
+deploy: ## Deploy to Fly.io: flyctl deploy with fly.toml (docs/deploy.md); ARGS go to flyctl
+	@fly=$$(command -v flyctl || command -v fly); \
+	if [ -z "$$fly" ]; then \
+	  echo "make deploy: flyctl is not installed (neither flyctl nor fly is on PATH)." \
+	    "Install it (https://fly.io/docs/flyctl/install/; 'make bootstrap' does on macOS)," \
+	    "run 'flyctl auth login', then follow docs/deploy.md." >&2; \
+	  exit 1; \
+	fi; \
+	"$$fly" deploy $(ARGS)

@@ -11,6 +11,7 @@ import os
 
 import psycopg
 import sqlalchemy as sa
+from psycopg import sql
 from sqlalchemy.engine import Engine
 
 from shared import settings as settings_mod
@@ -84,10 +85,14 @@ def check_ready(url: str | None = None, *, queue_url: str | None = None) -> None
     ):
         try:
             with connect(u, role="check", connect_timeout=3) as conn:
+                # A lineage is migrated when its version table exists and holds a revision.
                 row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-                migrated = (
-                    bool(row and row[0]) and conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0
-                )  # noqa: S608
+                migrated = False
+                if row and row[0]:
+                    schema, name = table.split(".")
+                    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, name))
+                    version = conn.execute(query).fetchone()
+                    migrated = bool(version and version[0])
         except psycopg.OperationalError as exc:
             raise DatabaseError(describe_connect_error(u, exc)) from None
         if not migrated:

@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR") or PROJECT_ROOT / ".data")
 EMBEDDED_URL_FILE = DATA_DIR / "embedded-pg.url"
+# Benchmark reports: reports/ in a checkout; images point it at their writable data folder.
+REPORTS_DIR = Path(os.environ.get("BENCH_REPORTS_DIR") or PROJECT_ROOT / "reports")
 
 ENV_DATABASE_URL = "DATABASE_URL"
 ENV_QUEUE_DATABASE_URL = "QUEUE_DATABASE_URL"

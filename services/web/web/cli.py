@@ -10,6 +10,9 @@ from shared import db, settings
 def main(argv: list[str] | None = None) -> int:
     try:
         s = settings.load()
+        from web.app import check_secrets
+
+        check_secrets(s.admin_password, s.secret_key)
         db.check_ready(s.database_url, queue_url=s.queue_database_url)
     except (settings.ConfigError, db.DatabaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)

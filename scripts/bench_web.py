@@ -1,0 +1,302 @@
+"""`make bench-web`: the admin pages on a pgqueue table of 1,000,000 jobs, over loopback.
+
+Measures the median answer time of the pgqueue overview and the jobs list (first page, filtered, a later
+page), then sends 200 requests/s to the overview for 30 s (open loop: requests leave on schedule whether
+or not earlier ones have answered) and counts errors. Prints figures; asserts nothing.
+
+PostgreSQL: a fresh database on the server of DATABASE_URL when it is set (dropped afterwards), else an
+embedded cluster of its own. The web service is the real one (`bench-web`: gunicorn, its default workers
+and threads), bound to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+
+from shared import embedded, pgqueue, settings
+from shared import migrate as migrate_mod
+
+BIN = Path(sys.executable).parent
+PASSWORD = "bench-web-" + uuid.uuid4().hex[:8]
+QUEUES = ("q0", "q1", "q2", "q3", "q4")
+TASKS = ("noop", "sleep", "cpu", "mixed")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def seed(url: str, jobs: int) -> dict[str, float]:
+    """`jobs` jobs through pgqueue's client (COPY), spread over five queues and four tasks; then q3's are
+    discarded and q4's cancelled (bulk actions), so the listing and counts see several states."""
+    engine = sa.create_engine(settings.sqlalchemy_url(url))
+    started = time.monotonic()
+    batch = 100_000
+    params = {"ms": 1}
+    done = 0
+    while done < jobs:
+        n = min(batch, jobs - done)
+        specs = [
+            pgqueue.JobSpec(task=TASKS[i % len(TASKS)], params=params, queue=QUEUES[i % len(QUEUES)])
+            for i in range(done, done + n)
+        ]
+        with engine.begin() as conn:
+            pgqueue.enqueue_many(conn, specs)
+        done += n
+    enqueued = time.monotonic() - started
+    with engine.begin() as conn:
+        pgqueue.bulk_action(conn, "discard", queue="q3")
+        pgqueue.bulk_action(conn, "cancel", queue="q4")
+        pgqueue.enqueue_many(
+            conn, [pgqueue.JobSpec(task="noop", queue="q0", run_at=3600.0 + i) for i in range(1000)]
+        )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE queue.pgqueue_jobs")
+    with engine.begin() as conn:
+        refresh = pgqueue.refresh_counts(conn)
+    engine.dispose()
+    return {"seed_s": time.monotonic() - started, "enqueue_s": enqueued, "refresh_ms": refresh["duration_ms"]}
+
+
+class Client:
+    """One keep-alive HTTP connection per thread, with the session cookie of one login."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.cookie = ""
+        self.local = threading.local()
+
+    def conn(self) -> http.client.HTTPConnection:
+        c = getattr(self.local, "conn", None)
+        if c is None:
+            c = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        return c
+
+    def request(self, method: str, path: str, body: str | None = None, headers: dict | None = None):
+        h = {"Cookie": self.cookie, **(headers or {})}
+        for attempt in (1, 2):
+            c = self.conn()
+            try:
+                c.request(method, path, body=body, headers=h)
+                resp = c.getresponse()
+                data = resp.read()
+                if resp.getheader("Connection", "").lower() == "close":
+                    c.close()
+                    self.local.conn = None
+                return resp, data
+            except (http.client.HTTPException, ConnectionError):
+                c.close()
+                self.local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def login(self) -> None:
+        resp, data = self.request("GET", "/login")
+        cookies = [v.split(";", 1)[0] for k, v in resp.getheaders() if k.lower() == "set-cookie"]
+        self.cookie = "; ".join(cookies)
+        token = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', data).group(1).decode()
+        body = urllib.parse.urlencode({"username": "admin", "password": PASSWORD, "csrf_token": token})
+        resp, _ = self.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        assert resp.status == 302, resp.status
+        self.cookie = "; ".join(v.split(";", 1)[0] for k, v in resp.getheaders() if k.lower() == "set-cookie")
+
+
+def timed(client: Client, path: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        resp, _ = client.request("GET", path)
+        out.append((time.perf_counter() - t) * 1000)
+        if resp.status != 200:
+            raise SystemExit(f"error: GET {path} answered {resp.status}")
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def load(client: Client, path: str, rate: float, seconds: float, threads: int) -> dict[str, float]:
+    """Open loop: request i leaves at start + i/rate; latency counts from that scheduled time."""
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.5
+
+    def one(i: int) -> None:
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            resp, _ = client.request("GET", path)
+            ok = resp.status == 200
+            err = None if ok else f"HTTP {resp.status}"
+        except Exception as exc:  # noqa: BLE001 - every failure is counted, not raised
+            ok, err = False, type(exc).__name__
+        took = (time.perf_counter() - due) * 1000
+        with lock:
+            latencies.append(took)
+            if not ok:
+                errors.append(err or "?")
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(total)))
+    elapsed = time.perf_counter() - start
+    return {
+        "requests": total,
+        "errors": len(errors),
+        "achieved_rps": total / elapsed,
+        "p50": pct(latencies, 0.5),
+        "p95": pct(latencies, 0.95),
+        "p99": pct(latencies, 0.99),
+        "max": max(latencies),
+        "error_kinds": sorted(set(errors)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench-web", description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=1_000_000)
+    p.add_argument("--samples", type=int, default=50, help="sequential requests per page for the medians")
+    p.add_argument("--rate", type=float, default=200.0)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--threads", type=int, default=64, help="client threads of the load generator")
+    args = p.parse_args(argv)
+    if not 1 <= args.jobs <= 10_000_000 or args.rate <= 0 or args.seconds <= 0:
+        print("error: --jobs must be 1..10000000, --rate and --seconds above 0", file=sys.stderr)
+        return 2
+
+    cluster = None
+    server_url = None
+    name = f"bench_web_{uuid.uuid4().hex[:8]}"
+    raw = os.environ.get(settings.ENV_DATABASE_URL)
+    try:
+        if raw:
+            server_url = settings.with_database(
+                settings.normalize_postgres_url(raw, "DATABASE_URL"), "postgres"
+            )
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            url = settings.with_database(server_url, name)
+            where = f"a fresh database on {settings.redact(server_url)}"
+        else:
+            cluster = embedded.EmbeddedCluster(
+                Path(tempfile.mkdtemp(prefix="bench-web-pg-", dir="/tmp"))
+            ).start()
+            url = cluster.url
+            where = "an embedded PostgreSQL of its own"
+    except (settings.ConfigError, psycopg.Error) as exc:
+        print(f"error: cannot prepare a database: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    web = None
+    try:
+        log(f"database: {where}")
+        migrate_mod.upgrade(url, url)
+        log(f"seeding {args.jobs:,} jobs through pgqueue's client ...")
+        seeded = seed(url, args.jobs)
+        log(
+            f"seeded in {seeded['seed_s']:.1f} s (COPY {seeded['enqueue_s']:.1f} s); "
+            f"one refresh of the cached counts took {seeded['refresh_ms']:.0f} ms"
+        )
+        port = embedded.free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "ADMIN_USER": "admin",
+            "ADMIN_PASSWORD": PASSWORD,
+            "SECRET_KEY": uuid.uuid4().hex,
+            "PORT": str(port),
+            "BENCH_WEB_HOST": "127.0.0.1",
+        }
+        env.pop("QUEUE_DATABASE_URL", None)
+        logfile = open(Path(tempfile.gettempdir()) / f"bench-web-{port}.log", "ab")
+        web = subprocess.Popen(
+            [str(BIN / "bench-web")],
+            env=env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        client = Client("127.0.0.1", port)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.request("GET", "/up")[0].status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or web.poll() is not None:
+                raise SystemExit(f"error: bench-web did not answer /up; see {logfile.name}")
+            time.sleep(0.2)
+        client.login()
+        workers = env.get("WEB_CONCURRENCY", "2")
+        log(
+            f"bench-web on 127.0.0.1:{port} (gunicorn, {workers} workers x {env.get('WEB_THREADS', '4')} threads)"
+        )
+
+        first = client.request("GET", "/pgqueue/jobs?limit=50")[1].decode()
+        last_ids = re.findall(r'data-job="(\d+)"', first)
+        pages = {
+            "overview /pgqueue/": "/pgqueue/",
+            "jobs, first page": "/pgqueue/jobs",
+            "jobs, state=available": "/pgqueue/jobs?state=available",
+            "jobs, queue=q3": "/pgqueue/jobs?queue=q3",
+            "jobs, task=cpu": "/pgqueue/jobs?task=cpu",
+            f"jobs, a page {args.jobs // 2:,} rows deep": f"/pgqueue/jobs?after={int(last_ids[0]) - args.jobs // 2}",
+            "overview JSON /pgqueue/overview.json": "/pgqueue/overview.json",
+        }
+        log("\n| page | median ms | p95 ms | samples |\n|---|---:|---:|---:|")
+        for label, path in pages.items():
+            timed(client, path, 3)  # warm: connection, plan cache, the process cache of counts
+            ms = timed(client, path, args.samples)
+            log(f"| {label} | {statistics.median(ms):.1f} | {pct(ms, 0.95):.1f} | {len(ms)} |")
+
+        log(
+            f"\nload: {args.rate:.0f} requests/s to /pgqueue/ for {args.seconds:.0f} s (open loop, {args.threads} client threads)"
+        )
+        r = load(client, "/pgqueue/", args.rate, args.seconds, args.threads)
+        log(
+            f"| requests | errors | achieved req/s | p50 ms | p95 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|\n"
+            f"| {r['requests']} | {r['errors']} | {r['achieved_rps']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | "
+            f"{r['p99']:.1f} | {r['max']:.1f} |"
+        )
+        if r["errors"]:
+            log(f"error kinds: {', '.join(r['error_kinds'])}")
+        log(f"\nmachine: {os.cpu_count()} CPUs, shared with other work while measured")
+        return 0
+    finally:
+        if web is not None and web.poll() is None:
+            os.killpg(web.pid, 15)
+            try:
+                web.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(web.pid, 9)
+        if cluster is not None:
+            cluster.destroy()
+        if server_url is not None:
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())

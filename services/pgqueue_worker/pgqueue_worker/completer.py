@@ -1,0 +1,196 @@
+"""Batched completions: the slots hand finished attempts here; one thread writes them in batches.
+
+A batch is flushed every `flush_interval`, or sooner when half the bound is reached, and on shutdown.
+Failures go first, then successes, in one transaction. Both statements carry the ownership check
+(still running, this attempt, this worker), so a late or repeated completion changes nothing. While
+the database is away the batch is kept and retried; when `bound` completions wait, the slots block
+(back-pressure), so at most `bound` plus one flush in progress can be lost with the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+from shared.pgqueue import queries
+
+from shared import contract, db
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Failure:
+    id: int
+    attempt: int
+    delay: float
+    discard: bool
+    error: dict
+
+
+def error_record(exc: BaseException, attempt: int, worker_id: str, tb: bool = True) -> dict:
+    """What is stored for one failed attempt: class, message, traceback, attempt, worker."""
+    return {
+        "attempt": attempt,
+        "class": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "traceback": "".join(traceback.format_exception(exc))[-8000:] if tb else None,
+        "worker_id": worker_id,
+    }
+
+
+class Completer(threading.Thread):
+    """Buffers completions and failures of one worker process and writes them in batches."""
+
+    def __init__(
+        self,
+        database_url: str,
+        worker_id: str,
+        *,
+        flush_interval: float,
+        bound: int,
+        retry_base: float,
+    ) -> None:
+        super().__init__(name="completer", daemon=True)
+        self.database_url = database_url
+        self.worker_id = worker_id
+        self.flush_interval = flush_interval
+        self.bound = bound
+        self.retry_base = retry_base
+        self._lock = threading.Condition()
+        self._done_ids: list[int] = []
+        self._done_attempts: list[int] = []
+        self._failures: list[Failure] = []
+        self._in_flight: set[int] = set()
+        self._wake = threading.Event()
+        self._stop_event = threading.Event()
+        self._conn: psycopg.Connection | None = None
+        self.completed = 0
+        self.failed = 0
+        self.flushes = 0
+        self.errors = 0
+
+    # --- called by the slots -------------------------------------------------------------------------
+
+    def _pending(self) -> int:
+        return len(self._done_ids) + len(self._failures)
+
+    def _wait_for_room(self) -> None:
+        # back-pressure: the caller holds self._lock
+        while self._pending() >= self.bound and not self._stop_event.is_set():
+            self._wake.set()
+            self._lock.wait(0.5)
+
+    def complete(self, job_id: int, attempt: int) -> None:
+        """A successful attempt."""
+        with self._lock:
+            self._wait_for_room()
+            self._done_ids.append(job_id)
+            self._done_attempts.append(attempt)
+            if len(self._done_ids) >= self.bound // 2:
+                self._wake.set()
+
+    def fail(self, job_id: int, attempt: int, error: dict, *, discard: bool = False) -> None:
+        """A failed attempt: retried after `retry_delay(attempt)`, or discarded (also when `discard`)."""
+        delay = contract.retry_delay(attempt, base=self.retry_base)
+        with self._lock:
+            self._wait_for_room()
+            self._failures.append(Failure(job_id, attempt, delay, discard, error))
+        self._wake.set()
+
+    def pending_ids(self) -> set[int]:
+        """Ids whose outcome is buffered or being written (still `running` in the database)."""
+        with self._lock:
+            return set(self._done_ids) | {f.id for f in self._failures} | set(self._in_flight)
+
+    # --- the thread --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        backoff = 0.05
+        while not self._stop_event.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            if self.flush():
+                backoff = 0.05
+            else:
+                self._stop_event.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def flush(self) -> bool:
+        """Write what is buffered; on a database error keep it for the next try and return False."""
+        with self._lock:
+            if not self._done_ids and not self._failures:
+                return True
+            ids, attempts, failures = self._done_ids, self._done_attempts, self._failures
+            self._done_ids, self._done_attempts, self._failures = [], [], []
+            self._in_flight = set(ids) | {f.id for f in failures}
+            self._lock.notify_all()
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = db.connect(self.database_url, role="pgqueue-completer", autocommit=True)
+            conn = self._conn
+            with conn.transaction(), conn.cursor() as cur:
+                if failures:
+                    cur.execute(
+                        queries.get("fail"),
+                        {
+                            "ids": [f.id for f in failures],
+                            "attempts": [f.attempt for f in failures],
+                            "delays": [f.delay for f in failures],
+                            "discards": [f.discard for f in failures],
+                            "errors": [Jsonb(f.error) for f in failures],
+                            "worker_id": self.worker_id,
+                        },
+                    )
+                if ids:
+                    cur.execute(
+                        queries.get("complete"),
+                        {"ids": ids, "attempts": attempts, "worker_id": self.worker_id},
+                    )
+        except psycopg.Error as exc:
+            self.errors += 1
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("completion flush of %d failed, will retry: %s", len(ids) + len(failures), first)
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            with self._lock:
+                # put them back in front: nothing is lost, order is kept
+                self._done_ids = ids + self._done_ids
+                self._done_attempts = attempts + self._done_attempts
+                self._failures = failures + self._failures
+                self._in_flight = set()
+            return False
+        with self._lock:
+            self._in_flight = set()
+            self.completed += len(ids)
+            self.failed += len(failures)
+            self.flushes += 1
+        return True
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the thread and flush what is left, retrying until `timeout`; True if all was written."""
+        self._stop_event.set()
+        self._wake.set()
+        with self._lock:
+            self._lock.notify_all()
+        if self.is_alive():
+            self.join(timeout)
+        deadline = time.monotonic() + timeout
+        ok = self.flush()
+        while not ok and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ok = self.flush()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        return ok
+
+    def describe(self) -> str:
+        return json.dumps({"completed": self.completed, "failed": self.failed, "flushes": self.flushes})

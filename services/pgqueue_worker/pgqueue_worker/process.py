@@ -1,0 +1,448 @@
+"""One worker process: claims batches, runs them on N slot threads, hands outcomes to the completer.
+
+Threads: the main thread fetches (claims) and watches deadlines; N slots run jobs through
+`shared.contract.execute`; the completer writes outcomes in batches; the listener turns NOTIFYs into
+wake-ups; the heartbeat keeps this process's row in `queue.workers` fresh (the rescuer reads it).
+
+The supervisor starts this module (`python -m pgqueue_worker.process`) with the resolved configuration
+in `PGQUEUE_CHILD_CONFIG`, the worker id in `PGQUEUE_WORKER_ID` and its own PID in `PGQUEUE_PARENT_PID`.
+Exit codes: 0 after a clean stop, `EXIT_STUCK` when every slot is stuck past its deadline (the
+supervisor replaces the process), 2 for bad configuration.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+from shared.pgqueue import queries
+
+from pgqueue_worker.completer import Completer, error_record
+from pgqueue_worker.config import Config
+from pgqueue_worker.listener import Listener
+from shared import contract, db, heartbeat, settings, spool, workloads
+
+log = logging.getLogger("pgqueue_worker.process")
+
+EXIT_STUCK = 3
+PR_SET_PDEATHSIG = 1
+
+
+class Job:
+    """One claimed attempt, as the process holds it."""
+
+    __slots__ = (
+        "id",
+        "task",
+        "params",
+        "meta",
+        "attempt",
+        "max_attempts",
+        "timeout",
+        "priority",
+        "run_at",
+        "deadline",
+        "timed_out",
+    )
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        (
+            self.id,
+            self.task,
+            self.params,
+            self.meta,
+            self.attempt,
+            self.max_attempts,
+            self.timeout,
+            self.priority,
+            self.run_at,
+        ) = row
+        self.deadline: float | None = None  # monotonic
+        self.timed_out = False
+
+
+class Slot:
+    __slots__ = ("index", "job", "thread")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.job: Job | None = None
+        self.thread: threading.Thread | None = None
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux `PR_SET_PDEATHSIG`).
+
+    If the parent died before the request, exit now: the kernel will not tell us any more.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+class WorkerProcess:
+    """The fetch/execute/complete engine of one process."""
+
+    def __init__(
+        self, cfg: Config, worker_id: str, database_url: str, *, supervisor_id: str | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.worker_id = worker_id
+        self.database_url = database_url
+        self.supervisor_id = supervisor_id
+        self.queues = list(cfg.queues)
+        self.capacity = cfg.threads + cfg.prefetch
+        # claim when at least this many jobs fit; slots ask for a claim when the buffer falls this low
+        self.min_claim = max(1, min(cfg.batch_size, self.capacity // 2))
+        self.low_water = max(0, self.capacity - self.min_claim - cfg.threads)
+        self.buffer: collections.deque[Job] = collections.deque()
+        self.cond = threading.Condition()
+        self.busy = 0
+        self.stuck = 0
+        self.slots = [Slot(i) for i in range(cfg.threads)]
+        self.wake = threading.Event()
+        self.drained = dict.fromkeys(self.queues, False)
+        self.stopping = threading.Event()
+        self.completer = Completer(
+            database_url,
+            worker_id,
+            flush_interval=cfg.flush_interval,
+            bound=cfg.completion_bound,
+            retry_base=cfg.retry_base,
+        )
+        self.listener = Listener(database_url, self.queues, self._on_wake)
+        self.heartbeat = heartbeat.Heartbeat(
+            heartbeat.WorkerIdentity(
+                worker_id,
+                "pgqueue",
+                self.queues,
+                1,
+                cfg.threads,
+                info={
+                    "role": "process",
+                    "supervisor": supervisor_id,
+                    "threads": cfg.threads,
+                    "batch_size": cfg.batch_size,
+                    "prefetch": cfg.prefetch,
+                    "flush_interval": cfg.flush_interval,
+                    "completion_bound": cfg.completion_bound,
+                    "poll_interval": cfg.poll_interval,
+                },
+            ),
+            database_url,
+            interval=cfg.heartbeat_interval,
+        )
+        self.recorder: spool.SpoolRecorder | None = None
+        self._conn: psycopg.Connection | None = None
+        self._rr = 0
+        self.claimed = 0
+        self.claims = 0
+
+    # --- wake-ups ------------------------------------------------------------------------------------
+
+    def _on_wake(self, queue: str | None) -> None:
+        if queue is None:
+            for q in self.drained:
+                self.drained[q] = False
+        else:
+            self.drained[queue] = False
+        self.wake.set()
+
+    # --- the slots -----------------------------------------------------------------------------------
+
+    def _slot_loop(self, slot: Slot) -> None:
+        cond = self.cond
+        buffer = self.buffer
+        while True:
+            with cond:
+                while not buffer:
+                    if self.stopping.is_set():
+                        return
+                    cond.wait()
+                job = buffer.popleft()
+                self.busy += 1
+                if job.timeout:
+                    job.deadline = time.monotonic() + job.timeout
+                slot.job = job
+                ask = len(buffer) <= self.low_water
+            if ask and not self.wake.is_set() and not all(self.drained.values()):
+                self.wake.set()
+            self._run(job, slot)
+
+    def _run(self, job: Job, slot: Slot) -> None:
+        ctx = contract.Ctx(
+            "pgqueue",
+            attempt=job.attempt,
+            worker_id=self.worker_id,
+            deadline=time.time() + job.timeout if job.timeout else None,
+            job_id=job.id,
+        )
+        outcome: BaseException | None = None
+        unknown = False
+        try:
+            contract.execute(job.task, job.params, job.meta, ctx)
+        except workloads.UnknownTask as exc:
+            outcome, unknown = exc, True
+        except BaseException as exc:  # noqa: BLE001 - a job's failure, whatever it is, is recorded
+            outcome = exc
+        with self.cond:
+            late = job.timed_out
+            slot.job = None
+            self.busy -= 1
+            if late:
+                self.stuck -= 1
+        if late:
+            # The attempt was already failed when its deadline passed. Send the late success anyway:
+            # the ownership check in the completion query ignores it.
+            log.info(
+                "job %s attempt %s finished after its timeout; its completion is ignored", job.id, job.attempt
+            )
+            if outcome is None:
+                self.completer.complete(job.id, job.attempt)
+            return
+        if outcome is None:
+            self.completer.complete(job.id, job.attempt)
+        else:
+            if unknown:
+                log.error("job %s: %s; discarding it", job.id, outcome)
+            self.completer.fail(
+                job.id, job.attempt, error_record(outcome, job.attempt, self.worker_id), discard=unknown
+            )
+        if not self.wake.is_set() and not self.buffer and not all(self.drained.values()):
+            self.wake.set()
+
+    # --- deadlines -----------------------------------------------------------------------------------
+
+    def _check_deadlines(self) -> float | None:
+        """Fail attempts past their deadline; return seconds until the next deadline (None: none)."""
+        now = time.monotonic()
+        next_in: float | None = None
+        expired: list[Job] = []
+        with self.cond:
+            for slot in self.slots:
+                job = slot.job
+                if job is None or job.deadline is None or job.timed_out:
+                    continue
+                if now >= job.deadline:
+                    job.timed_out = True
+                    self.stuck += 1
+                    expired.append(job)
+                else:
+                    left = job.deadline - now
+                    next_in = left if next_in is None else min(next_in, left)
+        for job in expired:
+            exc = contract.JobTimeout(
+                f"job {job.id} ran past its timeout of {job.timeout}s (attempt {job.attempt})"
+            )
+            log.warning("%s; the attempt fails, the thread is left to finish", exc)
+            if self.recorder is not None and job.meta and job.meta.get("run_id") is not None:
+                meta = contract.Meta.from_dict(job.meta)
+                ctx = contract.Ctx("pgqueue", attempt=job.attempt, worker_id=self.worker_id, job_id=job.id)
+                self.recorder.record("fail", meta, ctx, time.time(), f"JobTimeout: {exc}")
+            self.completer.fail(job.id, job.attempt, error_record(exc, job.attempt, self.worker_id, tb=False))
+        return next_in
+
+    # --- claiming ------------------------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.database_url, role="pgqueue-fetcher", autocommit=True)
+        return self._conn
+
+    def _claim(self, queue: str, limit: int) -> list[Job]:
+        conn = self._connection()
+        with conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(queries.get("claim"), {"queue": queue, "limit": limit, "worker_id": self.worker_id})
+            rows = cur.fetchall()
+        self.claims += 1
+        self.claimed += len(rows)
+        jobs = [Job(r) for r in rows]
+        # the UPDATE returns rows in no particular order
+        jobs.sort(key=lambda j: (j.priority, j.run_at, j.id))
+        return jobs
+
+    def _known_ids(self) -> list[int]:
+        with self.cond:
+            ids = {j.id for j in self.buffer} | {s.job.id for s in self.slots if s.job is not None}
+        return sorted(ids | self.completer.pending_ids())
+
+    def _fetch_once(self) -> None:
+        """Claim from the queues (round robin) while capacity allows; update the drained flags."""
+        n = len(self.queues)
+        for i in range(n):
+            with self.cond:
+                want = self.capacity - len(self.buffer) - self.busy
+                idle = not self.buffer and self.busy - self.stuck < self.cfg.threads
+            if want < self.min_claim and not (idle and want > 0):
+                return
+            queue = self.queues[(self._rr + i) % n]
+            if self.drained[queue]:
+                continue
+            limit = min(self.cfg.batch_size, want)
+            self.drained[queue] = True  # until a claim fills up or a NOTIFY says otherwise
+            jobs = self._claim(queue, limit)
+            if len(jobs) >= limit:
+                self.drained[queue] = False
+            if jobs:
+                with self.cond:
+                    self.buffer.extend(jobs)
+                    self.cond.notify(len(jobs))
+        self._rr += 1
+
+    def _recover_after_error(self) -> None:
+        """After a lost connection: hand back jobs a lost claim answer may have given us."""
+        conn = self._connection()
+        with conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(
+                queries.get("hand_back_unknown"), {"worker_id": self.worker_id, "known": self._known_ids()}
+            )
+            row = cur.fetchone()
+        if row and row[0]:
+            log.warning("handed back %d job(s) claimed by a statement whose answer was lost", row[0])
+
+    def fetch_loop(self) -> int:
+        """Claim and watch deadlines until stopped; return the exit code."""
+        backoff = 0.05
+        need_recovery = False
+        poll_at = time.monotonic()
+        while not self.stopping.is_set():
+            next_deadline = self._check_deadlines()
+            if self.stuck >= self.cfg.threads:
+                log.error(
+                    "all %d slots are stuck past their deadlines; exiting to be replaced", self.cfg.threads
+                )
+                return EXIT_STUCK
+            self.wake.clear()
+            try:
+                if need_recovery:
+                    self._recover_after_error()
+                    need_recovery = False
+                if time.monotonic() >= poll_at:
+                    # the polling backstop: try every queue even without a NOTIFY
+                    for q in self.drained:
+                        self.drained[q] = False
+                    poll_at = time.monotonic() + self.cfg.poll_interval
+                self._fetch_once()
+                backoff = 0.05
+            except psycopg.Error as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("claim failed, reconnecting in %.2fs: %s", backoff, first)
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                need_recovery = True
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            timeout = max(0.0, poll_at - time.monotonic())
+            if next_deadline is not None:
+                timeout = min(timeout, next_deadline + 0.005)
+            self.wake.wait(timeout)
+        return 0
+
+    # --- life cycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.cfg.record:
+            self.recorder = spool.SpoolRecorder(spool.path_for(self.worker_id), self.worker_id, "pgqueue")
+            spool.install(self.recorder)
+        self.heartbeat.beat()
+        self.heartbeat.start()
+        self.completer.start()
+        self.listener.start()
+        for slot in self.slots:
+            slot.thread = threading.Thread(
+                target=self._slot_loop, args=(slot,), name=f"slot-{slot.index}", daemon=True
+            )
+            slot.thread.start()
+
+    def shutdown(self, code: int) -> int:
+        """Stop claiming, let running jobs finish up to the deadline, hand back the rest, flush."""
+        self.stopping.set()
+        with self.cond:
+            unstarted = [j.id for j in self.buffer]
+            self.buffer.clear()
+            self.cond.notify_all()
+        self.listener.stop()
+        deadline = time.monotonic() + (self.cfg.shutdown_timeout if code == 0 else 0.0)
+        while time.monotonic() < deadline:
+            self._check_deadlines()
+            with self.cond:
+                if self.busy - self.stuck <= 0:
+                    break
+            time.sleep(0.02)
+        with self.cond:
+            unfinished = [s.job.id for s in self.slots if s.job is not None and not s.job.timed_out]
+        flushed = self.completer.stop(timeout=10.0)
+        back = unstarted + unfinished
+        if back:
+            try:
+                with db.connect(self.database_url, role="pgqueue-fetcher", autocommit=True) as conn:
+                    row = conn.execute(
+                        queries.get("hand_back"), {"ids": back, "worker_id": self.worker_id}
+                    ).fetchone()
+                log.info(
+                    "handed back %d job(s) without penalty (%d not started, %d still running)",
+                    row[0] if row else 0,
+                    len(unstarted),
+                    len(unfinished),
+                )
+            except psycopg.Error as exc:
+                log.warning("could not hand back %d job(s); the rescuer will: %s", len(back), exc)
+        if not flushed:
+            log.warning("some completions could not be written; the rescuer will retry those jobs")
+        if self._conn is not None:
+            self._conn.close()
+        self.heartbeat.stop()
+        if self.recorder is not None:
+            self.recorder.close()
+        log.info(
+            "process %s stopped: %d claimed in %d claims, %s",
+            self.worker_id,
+            self.claimed,
+            self.claims,
+            self.completer.describe(),
+        )
+        return code
+
+
+def main() -> int:
+    cfg = Config.from_json(os.environ["PGQUEUE_CHILD_CONFIG"])
+    parent = os.environ.get("PGQUEUE_PARENT_PID")
+    die_with_parent(int(parent) if parent else None)
+    logging.basicConfig(level=cfg.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker_id = os.environ["PGQUEUE_WORKER_ID"]
+    try:
+        s = settings.load()
+    except settings.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    proc = WorkerProcess(
+        cfg, worker_id, s.queue_database_url, supervisor_id=os.environ.get("PGQUEUE_SUPERVISOR_ID")
+    )
+    # SIGTERM (from the supervisor): stop claiming and drain; the fetch loop returns
+    signal.signal(signal.SIGTERM, lambda *_: (proc.stopping.set(), proc.wake.set()))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches the whole group
+    proc.start()
+    log.info("process %s started: queues=%s threads=%d", worker_id, ",".join(cfg.queues), cfg.threads)
+    code = proc.fetch_loop()
+    code = proc.shutdown(code)
+    logging.shutdown()
+    # a stuck thread cannot be joined: leave without waiting for it
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Reading experiments and runs (small app tables) for the pages and the API.
+
+Listings are keyset-paginated by id, newest first. Figures and series come from the benchmark library's
+report module when it is installed; otherwise the run rows' own `metrics` are what there is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from shared import models
+from web import deps, serializers
+
+E = models.Experiment.__table__
+R = models.BenchmarkRun.__table__
+
+
+def list_experiments(
+    conn: sa.Connection, *, after: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    run_count = sa.select(sa.func.count()).select_from(R).where(R.c.experiment_id == E.c.id).scalar_subquery()
+    q = sa.select(E, run_count.label("run_count")).order_by(E.c.id.desc()).limit(limit)
+    if after is not None:
+        q = q.where(E.c.id < after)
+    return [serializers.experiment(r) for r in conn.execute(q)]
+
+
+def get_experiment(conn: sa.Connection, experiment_id: int) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(E).where(E.c.id == experiment_id)).first()
+    return serializers.experiment(row) if row else None
+
+
+def list_runs(
+    conn: sa.Connection,
+    *,
+    experiment_id: int | None = None,
+    case_key: str | None = None,
+    after: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    q = sa.select(R).order_by(R.c.id.desc()).limit(limit)
+    if experiment_id is not None:
+        q = q.where(R.c.experiment_id == experiment_id)
+    if case_key is not None:
+        q = q.where(R.c.case_key == case_key)
+    if after is not None:
+        q = q.where(R.c.id < after)
+    return [serializers.run(r) for r in conn.execute(q)]
+
+
+def get_run(conn: sa.Connection, run_id: int) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(R).where(R.c.id == run_id)).first()
+    return serializers.run(row) if row else None
+
+
+def get_runs(conn: sa.Connection, run_ids: list[int]) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(R).where(R.c.id.in_(run_ids))).all()
+    by_id = {r.id: serializers.run(r) for r in rows}
+    return [by_id[i] for i in run_ids if i in by_id]
+
+
+def cases_of(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs grouped by case key, repetitions in order."""
+    cases: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(runs, key=lambda r: (r["case_key"], r["repetition"], r["id"])):
+        cases.setdefault(r["case_key"], []).append(r)
+    return cases
+
+
+def flat_figures(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict of figures as `a.b.c -> value` rows for a table (lists of numbers are skipped)."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict):
+                out.update(flat_figures(v, key))
+            elif isinstance(v, list):
+                if v and all(isinstance(x, (int, float, str, bool)) or x is None for x in v) and len(v) <= 8:
+                    out[key] = ", ".join("—" if x is None else str(x) for x in v)
+            else:
+                out[key] = v
+    return out
+
+
+def _with_report(fn_name: str, *args: Any) -> Any:
+    """Call the report module inside an admin transaction (statement timeout) on its psycopg connection."""
+    from web import database
+
+    report = deps.report()
+    if report is None:
+        return None
+    with database.admin_conn() as conn:
+        try:
+            return serializers.plain(getattr(report, fn_name)(*args, conn=database.raw(conn)))
+        except LookupError:
+            return None
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of a run: the report's summary when the library is there, else the stored metrics."""
+    summary = _with_report("run_summary", run["id"])
+    if summary is not None:
+        summary.pop("environment", None)  # shown on its own
+        return summary
+    return serializers.plain(run.get("metrics") or {})
+
+
+def run_series(run_id: int) -> dict[str, Any] | None:
+    """The run's time series and distributions, as the report draws them; None without the library."""
+    return _with_report("run_series", run_id)
+
+
+def case_summary(experiment_id: int, case_key: str) -> dict[str, Any] | None:
+    """A case's repetitions and, per figure, the median with its bootstrap 95% interval."""
+    return _with_report("case_summary", experiment_id, case_key)
+
+
+def _points(xs: Any, ys: Any) -> list[dict[str, float]] | None:
+    if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
+        return None
+    try:
+        return [
+            {"x": float(x), "y": float(y)}
+            for x, y in zip(xs, ys, strict=True)
+            if x is not None and y is not None
+        ]
+    except (TypeError, ValueError):
+        return None
+
+
+def _chart(
+    cid: str, title: str, x_label: str, y_label: str, datasets: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"id": cid, "title": title, "x_label": x_label, "y_label": y_label, "datasets": datasets}
+
+
+def charts_from_series(series: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Chart descriptions (title, axes, datasets of {x, y} points) drawn by the pages with Chart.js.
+
+    The pages draw exactly these points; the browser test compares them with the API's series. The
+    report's series give four charts, as its PNG plots: throughput over time, the latency CDF of each
+    latency kind, and CPU and memory per service. Any other entry holding an x array and y arrays
+    becomes a chart of its own.
+    """
+    charts: list[dict[str, Any]] = []
+    if not isinstance(series, dict):
+        return charts
+    known = {"throughput", "latency_cdf", "resources"}
+    tp = series.get("throughput")
+    if isinstance(tp, dict):
+        pts = _points(tp.get("t"), tp.get("jobs_per_second"))
+        if pts:
+            charts.append(
+                _chart(
+                    "throughput",
+                    "Throughput over time",
+                    "seconds",
+                    "jobs/s",
+                    [{"label": "jobs/s", "data": pts}],
+                )
+            )
+    cdf = series.get("latency_cdf")
+    if isinstance(cdf, dict):
+        ds = []
+        for kind, v in cdf.items():
+            pts = _points(v.get("ms"), v.get("fraction")) if isinstance(v, dict) else None
+            if pts:
+                ds.append({"label": kind, "data": pts})
+        if ds:
+            charts.append(_chart("latency_cdf", "Latency CDF", "milliseconds", "fraction of jobs", ds))
+    res = series.get("resources")
+    if isinstance(res, dict):
+        for key, title, unit in (
+            ("cpu_s", "CPU per service", "CPU seconds"),
+            ("mem_mb", "Memory per service", "MB"),
+        ):
+            ds = []
+            for svc, v in res.items():
+                pts = _points(v.get("t"), v.get(key)) if isinstance(v, dict) else None
+                if pts:
+                    ds.append({"label": svc, "data": pts})
+            if ds:
+                charts.append(_chart(key, title, "seconds", unit, ds))
+    for name, value in series.items():
+        if name in known:
+            continue
+        if not isinstance(value, dict):
+            continue
+        x_key = next((k for k in ("t", "x", "time", "seconds", "latency_ms", "value") if k in value), None)
+        if x_key is None:
+            continue
+        datasets = []
+        for key, ys in value.items():
+            if key == x_key or key.endswith("_label") or key in {"title", "unit", "kind"}:
+                continue
+            pts = _points(value[x_key], ys)
+            if pts is not None:
+                datasets.append({"label": key, "data": pts})
+            elif isinstance(ys, dict):
+                # nested: {"queue_wait": [..], "execution": [..]} under one x array
+                for sub, sub_ys in ys.items():
+                    pts = _points(value[x_key], sub_ys)
+                    if pts is not None:
+                        datasets.append({"label": f"{key}.{sub}", "data": pts})
+        if datasets:
+            charts.append(
+                {
+                    "id": name,
+                    "title": value.get("title") or name.replace("_", " "),
+                    "x_label": value.get("x_label") or x_key,
+                    "y_label": value.get("y_label") or value.get("unit") or "",
+                    "datasets": datasets,
+                }
+            )
+    return charts
+
+
+def compare(run_ids: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Side-by-side figures of 2 or more runs; the report's comparison when the library is there."""
+    figures = {r["id"]: flat_figures(run_summary(r)) for r in runs}
+    keys = sorted({k for f in figures.values() for k in f})
+    out: dict[str, Any] = {
+        "run_ids": run_ids,
+        "runs": runs,
+        "rows": [{"figure": k, "values": [figures[r["id"]].get(k) for r in runs]} for k in keys],
+    }
+    report = _with_report("compare", run_ids)
+    if report is not None:
+        out["report"] = report
+    return out

@@ -1,0 +1,342 @@
+"""Runs pages: experiments and their runs, the form that starts an experiment, details, comparison.
+
+Chart data and progress are served by session-authenticated `.json` routes built on the API's
+serializers; the pages never call `/api/` (which takes HTTP Basic only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField, widgets
+from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional, ValidationError
+
+from shared import celery_app, models, workloads
+from web import database, deps, params, results, serializers
+
+bp = Blueprint("runs", __name__, url_prefix="/runs")
+
+SCENARIOS = ("drain", "steady", "burst", "fault")
+FAULTS = ("kill_worker", "restart_postgres")
+MAX_JOBS = 2_000_000
+RUN_COLUMNS = {*serializers.RUN_FIELDS, "run_id", "who", "family"}
+
+
+class MultiCheckbox(SelectMultipleField):
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+def _choices(values: tuple[str, ...] | list[str]) -> list[SelectChoice]:
+    return [SelectChoice(v, v) for v in values]
+
+
+class ExperimentForm(FlaskForm):
+    """The validated form; its values become a spec that the benchmark library validates again."""
+
+    mode = SelectField("Mode", choices=_choices(["managed", "attached"]), default="managed")
+    adapters = MultiCheckbox(
+        "Adapters", choices=_choices(models.ADAPTERS), default=["pgqueue"], validators=[DataRequired()]
+    )
+    brokers = MultiCheckbox("Celery brokers", choices=_choices(celery_app.BROKERS), default=["postgres"])
+    celery_configs = MultiCheckbox(
+        "Celery configurations", choices=_choices(celery_app.CONFIGURATIONS), default=["defaults"]
+    )
+    job_count = IntegerField(
+        "Jobs per run", default=1000, validators=[InputRequired(), NumberRange(1, MAX_JOBS)]
+    )
+    scheduling_modes = MultiCheckbox(
+        "Scheduling", choices=_choices(models.SCHEDULING_MODES), default=["bulk"], validators=[DataRequired()]
+    )
+    workload = SelectField("Workload", default="noop")
+    workload_ms = IntegerField(
+        "Workload milliseconds (sleep, cpu, mixed)",
+        default=10,
+        validators=[Optional(), NumberRange(0, 60_000)],
+    )
+    scenario = SelectField("Scenario", choices=_choices(SCENARIOS), default="drain")
+    rate = IntegerField("Arrival rate, jobs/s (steady)", validators=[Optional(), NumberRange(1, 100_000)])
+    bursts = IntegerField("Bursts (burst)", validators=[Optional(), NumberRange(1, 1000)])
+    fault = SelectField("Fault (fault, managed only)", choices=_choices(FAULTS), default="kill_worker")
+    processes = IntegerField("Worker processes", default=1, validators=[InputRequired(), NumberRange(1, 64)])
+    slots = IntegerField("Slots per process", default=4, validators=[InputRequired(), NumberRange(1, 256)])
+    repetitions = IntegerField("Repetitions", default=5, validators=[InputRequired(), NumberRange(1, 50)])
+
+    def validate_scenario(self, field) -> None:
+        if field.data == "fault" and self.mode.data == "attached":
+            raise ValidationError("faults are injected in managed mode only (attached workers are not ours)")
+
+    def validate_slots(self, field) -> None:
+        if (self.processes.data or 0) * (field.data or 0) > 256:
+            raise ValidationError("processes × slots must be at most 256")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workload.choices = _choices([w for w in workloads.REGISTRY if w != "always_fail"])
+
+
+def form_to_spec(form: ExperimentForm) -> dict[str, Any]:
+    """The experiment spec (the benchmark library's matrix form) a form submission describes."""
+    params: dict[str, Any] = {}
+    if form.workload.data in {"sleep", "cpu", "mixed"} and form.workload_ms.data is not None:
+        params["ms"] = form.workload_ms.data
+    spec: dict[str, Any] = {
+        "adapters": list(form.adapters.data or []),
+        "brokers": list(form.brokers.data or []) or ["postgres"],
+        "celery_configs": list(form.celery_configs.data or []) or ["defaults"],
+        "jobs": form.job_count.data,
+        "scheduling": list(form.scheduling_modes.data or []),
+        "workload": form.workload.data,
+        "params": params,
+        "scenarios": [form.scenario.data],
+        "processes": form.processes.data,
+        "slots": form.slots.data,
+        "repetitions": form.repetitions.data,
+    }
+    if form.scenario.data == "steady":
+        # one job per arrival: the library refuses bulk scheduling for it
+        spec["scheduling"] = ["one_by_one"]
+        if form.rate.data is not None:
+            spec["rate"] = form.rate.data
+    if form.scenario.data == "burst" and form.bursts.data is not None:
+        spec["bursts"] = form.bursts.data
+    if form.scenario.data == "fault":
+        spec["fault"] = form.fault.data
+    return spec
+
+
+def _spec_errors_to_form(form: ExperimentForm, errors: dict[str, str]) -> list[str]:
+    """Attach the library's errors to the matching fields; return the ones that match none."""
+    aliases = {
+        "jobs": "job_count",
+        "params": "workload_ms",
+        "scheduling": "scheduling_modes",
+        "scenarios": "scenario",
+        "celery_config": "celery_configs",
+        "configs": "celery_configs",
+        "broker": "brokers",
+        "adapter": "adapters",
+        "cases": "adapters",
+    }
+    leftover = []
+    for key, message in errors.items():
+        name = aliases.get(str(key).split(".")[0].split("[")[0], str(key).split(".")[0].split("[")[0])
+        field = form._fields.get(name)
+        if field is not None:
+            field.errors = [*list(field.errors), message]
+        else:
+            leftover.append(f"{key}: {message}")
+    return leftover
+
+
+@bp.get("/")
+def index():
+    after = params.int_arg("after")
+    limit = params.limit_arg()
+    with database.admin_conn() as conn:
+        reap(conn)
+        experiments = results.list_experiments(conn, after=after, limit=limit)
+        recent = results.list_runs(conn, limit=20)
+    next_after = experiments[-1]["id"] if len(experiments) >= limit else None
+    return render_template("runs/index.html", experiments=experiments, recent=recent, next_after=next_after)
+
+
+def reap(conn) -> None:
+    """Mark experiments whose executor died as failed (the benchmark library decides)."""
+    mod = deps.experiments()
+    if mod is not None:
+        mod.reap_dead_executors(conn)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+def new():
+    form = ExperimentForm()
+    mod = deps.experiments()
+    general_errors: list[str] = []
+    status = 200
+    workers = live_workers()
+    if request.method == "POST":
+        if not form.validate_on_submit() or not attached_workers_suffice(form, workers):
+            status = 400
+        elif mod is None:
+            general_errors.append(deps.MISSING_BENCH)
+            status = 503
+        else:
+            try:
+                spec = mod.validate_spec(form_to_spec(form))
+            except mod.SpecError as exc:
+                general_errors = _spec_errors_to_form(form, dict(getattr(exc, "errors", {}) or {}))
+                if not getattr(exc, "errors", None):
+                    general_errors.append(str(exc))
+                status = 400
+            else:
+                try:
+                    experiment_id = mod.start_experiment(spec, mode=form.mode.data)
+                except mod.ExperimentBusy as exc:
+                    general_errors.append(f"Another experiment is pending or running: {exc}")
+                    status = 409
+                except mod.SpecError as exc:  # checks that need the database (attached mode's workers)
+                    general_errors = _spec_errors_to_form(form, dict(exc.errors))
+                    status = 400
+                else:
+                    mod.launch_executor(experiment_id)
+                    flash(f"Experiment {experiment_id} started.", "info")
+                    return redirect(url_for("runs.experiment", experiment_id=experiment_id))
+    return render_template(
+        "runs/new.html",
+        form=form,
+        general_errors=general_errors,
+        bench_missing=mod is None,
+        missing_message=deps.MISSING_BENCH,
+        workers=workers,
+    ), status
+
+
+def live_workers() -> list[Any]:
+    """Workers whose heartbeat is recent and that have not stopped: what attached mode can use."""
+    W = models.Worker.__table__
+    with database.admin_conn("queue") as conn:
+        return conn.execute(
+            W.select()
+            .where(
+                W.c.stopped_at.is_(None), W.c.heartbeat_at > sa.func.now() - sa.text("interval '15 seconds'")
+            )
+            .order_by(W.c.heartbeat_at.desc())
+            .limit(50)
+        ).all()
+
+
+def attached_workers_suffice(form: ExperimentForm, workers: list[Any]) -> bool:
+    """In attached mode the form offers only what running workers can do: say what is missing."""
+    if form.mode.data != "attached":
+        return True
+    ok = True
+    adapters = set(form.adapters.data or [])
+    if "pgqueue" in adapters and not any(w.adapter == "pgqueue" for w in workers):
+        form.adapters.errors = [
+            *form.adapters.errors,
+            "attached mode: no pgqueue worker is running (make dev)",
+        ]
+        ok = False
+    if "celery" in adapters:
+        running = {(w.info or {}).get("broker") for w in workers if w.adapter == "celery"}
+        missing = [b for b in (form.brokers.data or ["postgres"]) if b not in running]
+        if missing:
+            form.brokers.errors = [
+                *form.brokers.errors,
+                f"attached mode: no Celery worker is running on {', '.join(missing)}",
+            ]
+            ok = False
+    return ok
+
+
+@bp.get("/experiments/<int:experiment_id>")
+def experiment(experiment_id: int):
+    with database.admin_conn() as conn:
+        reap(conn)
+        exp = results.get_experiment(conn, experiment_id)
+        if exp is None:
+            abort(404, f"There is no experiment {experiment_id}.")
+        runs = results.list_runs(conn, experiment_id=experiment_id, limit=10_000)
+    return render_template("runs/experiment.html", experiment=exp, cases=results.cases_of(runs))
+
+
+def progress_of(experiment_id: int) -> dict[str, Any]:
+    """The experiment's status and progress (the library's view when it is there)."""
+    with database.admin_conn() as conn:
+        reap(conn)
+        exp = results.get_experiment(conn, experiment_id)
+        if exp is None:
+            abort(404, f"There is no experiment {experiment_id}.")
+        runs = results.list_runs(conn, experiment_id=experiment_id, limit=10_000)
+    out: dict[str, Any] = {
+        "experiment_id": experiment_id,
+        "status": exp["status"],
+        "error": exp["error"],
+        "runs_total": len(runs),
+        "runs_finished": sum(r["status"] in ("completed", "failed", "cancelled") for r in runs),
+        "runs": [{"id": r["id"], "case_key": r["case_key"], "status": r["status"]} for r in runs],
+    }
+    mod = deps.experiments()
+    if mod is not None:
+        out["detail"] = serializers.plain(mod.progress(experiment_id))
+    return out
+
+
+@bp.get("/experiments/<int:experiment_id>/progress.json")
+def progress_json(experiment_id: int):
+    return jsonify(progress_of(experiment_id))
+
+
+@bp.get("/experiments/<int:experiment_id>/cases/<path:case_key>")
+def case(experiment_id: int, case_key: str):
+    with database.admin_conn() as conn:
+        exp = results.get_experiment(conn, experiment_id)
+        runs = results.list_runs(conn, experiment_id=experiment_id, case_key=case_key, limit=10_000)
+    if exp is None or not runs:
+        abort(404, f"There is no case {case_key!r} in experiment {experiment_id}.")
+    summary = results.case_summary(experiment_id, case_key)
+    return render_template(
+        "runs/case.html",
+        experiment=exp,
+        case_key=case_key,
+        runs=sorted(runs, key=lambda r: r["repetition"]),
+        summary=summary,
+    )
+
+
+@bp.get("/<int:run_id>")
+def run(run_id: int):
+    with database.admin_conn() as conn:
+        r = results.get_run(conn, run_id)
+    if r is None:
+        abort(404, f"There is no run {run_id}.")
+    # the run's own columns are shown above the figures; the table holds the measurements
+    figures = {k: v for k, v in results.flat_figures(results.run_summary(r)).items() if k not in RUN_COLUMNS}
+    return render_template("runs/run.html", run=r, figures=figures, report_missing=deps.report() is None)
+
+
+@bp.get("/<int:run_id>/series.json")
+def series_json(run_id: int):
+    with database.admin_conn() as conn:
+        r = results.get_run(conn, run_id)
+    if r is None:
+        abort(404, f"There is no run {run_id}.")
+    series = results.run_series(run_id)
+    return jsonify(run_id=run_id, series=series, charts=results.charts_from_series(series))
+
+
+@bp.get("/compare")
+def compare():
+    ids = params.ids_arg()
+    if not ids:
+        with database.admin_conn() as conn:
+            recent = results.list_runs(conn, limit=100)
+        return render_template("runs/compare_pick.html", runs=recent)
+    if len(ids) < 2:
+        abort(400, "Pick at least two runs to compare.")
+    if len(ids) > 20:
+        abort(400, "Compare at most 20 runs at a time.")
+    with database.admin_conn() as conn:
+        runs = results.get_runs(conn, ids)
+    missing = sorted(set(ids) - {r["id"] for r in runs})
+    if missing:
+        abort(404, f"There is no run {', '.join(map(str, missing))}.")
+    data = results.compare(ids, runs)
+    return render_template("runs/compare.html", data=data, runs=runs)
+
+
+@bp.get("/compare/series.json")
+def compare_series_json():
+    ids = params.ids_arg()
+    if len(ids) < 2 or len(ids) > 20:
+        abort(400, "Pick between 2 and 20 runs.")
+    out = []
+    for run_id in ids:
+        series = results.run_series(run_id)
+        out.append({"run_id": run_id, "charts": results.charts_from_series(series)})
+    current_app.logger.debug("compare series for %s", ids)
+    return jsonify(runs=out)

@@ -1,0 +1,396 @@
+-- pgqueue's SQL, one named query per `-- name --` header (loaded by shared/shared/pgqueue/queries.py).
+-- Parameters are psycopg's %(name)s placeholders; every query can be pasted into psql with values.
+-- The channel of every NOTIFY is 'pgqueue' and its payload the queue name: a wake-up hint only.
+
+-- enqueue --
+-- One job. A future run_at makes it scheduled (the scheduler makes it available when due); the
+-- NOTIFY rides in the same statement and is sent (at commit) only for a job claimable now.
+WITH ins AS (
+    INSERT INTO queue.pgqueue_jobs (state, queue, task, params, meta, priority, run_at, max_attempts, timeout)
+    VALUES (CASE WHEN %(run_at)s::timestamptz > now() THEN 'scheduled' ELSE 'available' END::queue.pgqueue_job_state,
+            %(queue)s, %(task)s, %(params)s::jsonb, %(meta)s::jsonb, %(priority)s,
+            coalesce(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout)s)
+    RETURNING id, queue, state
+)
+SELECT id, CASE WHEN state = 'available' THEN pg_notify('pgqueue', queue)::text END FROM ins;
+
+-- enqueue_unique --
+-- One job with a unique key: no row comes back when an active job (available, scheduled, running,
+-- retryable) already holds the key (the partial unique index is the arbiter).
+WITH ins AS (
+    INSERT INTO queue.pgqueue_jobs (state, queue, task, params, meta, priority, run_at, max_attempts, timeout,
+                                    unique_key)
+    VALUES (CASE WHEN %(run_at)s::timestamptz > now() THEN 'scheduled' ELSE 'available' END::queue.pgqueue_job_state,
+            %(queue)s, %(task)s, %(params)s::jsonb, %(meta)s::jsonb, %(priority)s,
+            coalesce(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout)s, %(unique_key)s)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+                                 AND state IN ('available', 'scheduled', 'running', 'retryable')
+    DO NOTHING
+    RETURNING id, queue, state
+)
+SELECT id, CASE WHEN state = 'available' THEN pg_notify('pgqueue', queue)::text END FROM ins;
+
+-- enqueue_many_unique --
+-- Many jobs from parallel arrays in one statement, deduplicated on their unique keys (within the
+-- batch too); one NOTIFY per distinct queue that received claimable jobs.
+WITH ins AS (
+    INSERT INTO queue.pgqueue_jobs (state, queue, task, params, meta, priority, run_at, max_attempts, timeout,
+                                    unique_key)
+    SELECT CASE WHEN j.run_at > now() THEN 'scheduled' ELSE 'available' END::queue.pgqueue_job_state,
+           j.queue, j.task, j.params, j.meta, j.priority, coalesce(j.run_at, now()), j.max_attempts, j.timeout,
+           j.unique_key
+      FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(params)s::jsonb[], %(metas)s::jsonb[],
+                  %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(max_attempts)s::smallint[],
+                  %(timeouts)s::float8[], %(unique_keys)s::text[])
+           AS j(queue, task, params, meta, priority, run_at, max_attempts, timeout, unique_key)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+                                 AND state IN ('available', 'scheduled', 'running', 'retryable')
+    DO NOTHING
+    RETURNING queue, state
+),
+notified AS (
+    SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') q
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM notified);
+
+-- copy_jobs --
+-- Bulk enqueue of jobs without run_at or unique key: COPY, run_at defaults to now().
+COPY queue.pgqueue_jobs (queue, task, params, meta, priority, max_attempts, timeout) FROM STDIN;
+
+-- copy_jobs_at --
+-- Bulk enqueue of jobs with a run_at: they start scheduled and the scheduler makes them available
+-- when due (COPY cannot compare with now(); see docs/pgqueue.md).
+COPY queue.pgqueue_jobs (state, queue, task, params, meta, priority, run_at, max_attempts, timeout) FROM STDIN;
+
+-- notify_queues --
+-- The one NOTIFY (per distinct queue) that follows a COPY.
+SELECT count(pg_notify('pgqueue', q)) FROM unnest(%(queues)s::text[]) AS q;
+
+-- claim --
+-- The hot path: claim up to %(limit)s available jobs of one queue for %(worker_id)s, in one statement.
+WITH picked AS (
+    -- 1. the next jobs in priority, run_at, id order: an ordered scan of ix_pgqueue_jobs_claim that
+    --    skips rows other workers hold locked, so concurrent claims never wait on each other
+    SELECT id
+      FROM queue.pgqueue_jobs
+     WHERE state = 'available'
+       AND queue = %(queue)s
+       -- 2. a paused queue yields nothing (an uncorrelated subquery: evaluated once per statement)
+       AND NOT EXISTS (SELECT 1 FROM queue.pgqueue_queues p WHERE p.name = %(queue)s AND p.paused)
+     ORDER BY priority, run_at, id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+-- 3. take them: the attempt counts now, the owner is recorded for the completion and the rescuer
+UPDATE queue.pgqueue_jobs j
+   SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker_id = %(worker_id)s
+  FROM picked
+ WHERE j.id = picked.id
+RETURNING j.id, j.task, j.params, j.meta, j.attempt, j.max_attempts, j.timeout, j.priority, j.run_at;
+
+-- complete --
+-- A batch of successful attempts. Ownership check: only a job still running this very attempt for
+-- this worker is completed; a late completion (timed out, rescued, cancelled) changes nothing.
+UPDATE queue.pgqueue_jobs j
+   SET state = 'completed', finished_at = now()
+  FROM unnest(%(ids)s::bigint[], %(attempts)s::smallint[]) AS c(id, attempt)
+ WHERE j.id = c.id AND j.attempt = c.attempt AND j.state = 'running' AND j.worker_id = %(worker_id)s;
+
+-- fail --
+-- A batch of failed attempts, with the same ownership check: each error is appended; the job is
+-- retryable after its delay (computed by the worker: shared.contract.retry_delay), or discarded when
+-- it has used max_attempts or the worker says it cannot ever succeed (unknown task).
+UPDATE queue.pgqueue_jobs j
+   SET state = CASE WHEN f.discard OR j.attempt >= j.max_attempts THEN 'discarded'
+                    ELSE 'retryable' END::queue.pgqueue_job_state,
+       run_at = CASE WHEN f.discard OR j.attempt >= j.max_attempts THEN j.run_at
+                     ELSE now() + make_interval(secs => f.delay) END,
+       finished_at = CASE WHEN f.discard OR j.attempt >= j.max_attempts THEN now() END,
+       errors = j.errors || jsonb_build_array(
+           f.error || jsonb_build_object('attempted_at', j.attempted_at, 'failed_at', now(),
+                                         'retry_at', CASE WHEN f.discard OR j.attempt >= j.max_attempts THEN NULL
+                                                          ELSE now() + make_interval(secs => f.delay) END))
+  FROM unnest(%(ids)s::bigint[], %(attempts)s::smallint[], %(delays)s::float8[], %(discards)s::boolean[],
+              %(errors)s::jsonb[]) AS f(id, attempt, delay, discard, error)
+ WHERE j.id = f.id AND j.attempt = f.attempt AND j.state = 'running' AND j.worker_id = %(worker_id)s;
+
+-- hand_back --
+-- Graceful shutdown: jobs this worker claimed and did not finish go back to available without penalty
+-- (the attempt counted at claim is given back), in their original order.
+WITH back AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = 'available', attempt = j.attempt - 1
+     WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.queue
+),
+notified AS (SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM back) q)
+SELECT (SELECT count(*) FROM back), (SELECT count(*) FROM notified);
+
+-- hand_back_unknown --
+-- After a lost connection: a claim may have committed while its answer was lost. Jobs this worker
+-- owns that it does not know of go back to available without penalty.
+WITH back AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = 'available', attempt = j.attempt - 1
+     WHERE j.state = 'running' AND j.worker_id = %(worker_id)s AND NOT (j.id = ANY(%(known)s::bigint[]))
+    RETURNING j.queue
+),
+notified AS (SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM back) q)
+SELECT (SELECT count(*) FROM back), (SELECT count(*) FROM notified);
+
+-- rescue --
+-- The rescuer (leader only): running jobs whose owner stopped heartbeating for %(rescue_after)s
+-- seconds, or stopped, or never registered. The attempt stays counted; the job is retried at once,
+-- or discarded when it has used max_attempts.
+WITH lost AS (
+    SELECT j.id
+      FROM queue.pgqueue_jobs j
+     WHERE j.state = 'running'
+       AND NOT EXISTS (
+           SELECT 1 FROM queue.workers w
+            WHERE w.id = j.worker_id AND w.stopped_at IS NULL
+              AND w.heartbeat_at > now() - make_interval(secs => %(rescue_after)s))
+       -- a claim younger than rescue_after may belong to a worker whose first heartbeat is in flight
+       AND j.attempted_at < now() - make_interval(secs => %(rescue_after)s)
+     ORDER BY j.id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END::queue.pgqueue_job_state,
+           finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+           errors = j.errors || jsonb_build_array(jsonb_build_object(
+               'attempt', j.attempt, 'class', 'WorkerLost',
+               'message', 'worker ' || j.worker_id || ' stopped heartbeating; job rescued',
+               'worker_id', j.worker_id, 'attempted_at', j.attempted_at, 'failed_at', now(), 'traceback', NULL))
+      FROM lost
+     WHERE j.id = lost.id
+    RETURNING j.queue, j.state
+),
+notified AS (
+    SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM rescued WHERE state = 'available') q
+)
+SELECT (SELECT count(*) FROM rescued), (SELECT count(*) FROM notified);
+
+-- schedule --
+-- The scheduler (leader only): scheduled and retryable jobs whose run_at has come become available.
+WITH due AS (
+    SELECT id FROM queue.pgqueue_jobs
+     WHERE state IN ('scheduled', 'retryable') AND run_at <= now()
+     ORDER BY run_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+),
+made AS (
+    UPDATE queue.pgqueue_jobs j SET state = 'available' FROM due WHERE j.id = due.id RETURNING j.queue
+),
+notified AS (SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM made) q)
+SELECT (SELECT count(*) FROM made), (SELECT count(*) FROM notified);
+
+-- clean --
+-- The cleaner (leader only): delete finished jobs past their state's retention, a bounded batch at a time.
+WITH old AS (
+    SELECT id FROM queue.pgqueue_jobs
+     WHERE state IN ('completed', 'discarded', 'cancelled')
+       AND finished_at < now() - make_interval(secs => CASE state
+               WHEN 'completed' THEN %(completed_retention)s
+               WHEN 'discarded' THEN %(discarded_retention)s
+               ELSE %(cancelled_retention)s END)
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+DELETE FROM queue.pgqueue_jobs j USING old WHERE j.id = old.id;
+
+-- clean_workers --
+-- The cleaner also forgets worker rows that stopped (or went silent) long ago and own no running job.
+DELETE FROM queue.workers w
+ WHERE w.adapter = 'pgqueue'
+   AND coalesce(w.stopped_at, w.heartbeat_at) < now() - make_interval(secs => %(worker_retention)s)
+   AND NOT EXISTS (SELECT 1 FROM queue.pgqueue_jobs j WHERE j.state = 'running' AND j.worker_id = w.id);
+
+-- refresh_counts --
+-- The cached aggregate behind counts(): one GROUP BY over the table, stored with its duration, so the
+-- dashboard reads one row however large the table is (the leader refreshes it every few seconds).
+INSERT INTO queue.pgqueue_counts AS c (id, counts, refreshed_at, duration_ms)
+SELECT true, coalesce(jsonb_object_agg(per_queue.queue, per_queue.states), '{}'::jsonb), now(),
+       extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000
+  FROM (SELECT queue, jsonb_object_agg(state, n) AS states
+          FROM (SELECT queue, state, count(*) AS n FROM queue.pgqueue_jobs GROUP BY queue, state) s
+         GROUP BY queue) per_queue
+ON CONFLICT (id) DO UPDATE
+   SET counts = EXCLUDED.counts, refreshed_at = EXCLUDED.refreshed_at, duration_ms = EXCLUDED.duration_ms
+RETURNING counts, refreshed_at, duration_ms;
+
+-- read_counts --
+SELECT counts, refreshed_at, extract(epoch FROM now() - refreshed_at) AS age, duration_ms
+  FROM queue.pgqueue_counts WHERE id;
+
+-- try_counts_lock --
+-- One refresher at a time (transaction-level advisory lock; key: hashtext('pgqueue.counts')).
+SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.counts'));
+
+-- list_jobs --
+-- The one listing query (admin pages, API, CLI, tests): optional filters, newest first, keyset on id.
+SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, created_at, attempted_at,
+       finished_at, worker_id, unique_key, timeout, params, meta, jsonb_array_length(errors) AS error_count
+  FROM queue.pgqueue_jobs
+ WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+   AND (%(state)s::queue.pgqueue_job_state IS NULL OR state = %(state)s::queue.pgqueue_job_state)
+   AND (%(task)s::text IS NULL OR task = %(task)s::text)
+   AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
+   AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text)
+   AND (%(after)s::bigint IS NULL OR id < %(after)s::bigint)
+ ORDER BY id DESC
+ LIMIT %(limit)s;
+
+-- count_matching --
+-- How many jobs the listing filters match (shown before a bulk action).
+SELECT count(*)
+  FROM queue.pgqueue_jobs
+ WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+   AND (%(state)s::queue.pgqueue_job_state IS NULL OR state = %(state)s::queue.pgqueue_job_state)
+   AND (%(task)s::text IS NULL OR task = %(task)s::text)
+   AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
+   AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text);
+
+-- get_job --
+SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, created_at, attempted_at,
+       finished_at, worker_id, unique_key, timeout, params, meta, errors
+  FROM queue.pgqueue_jobs WHERE id = %(id)s;
+
+-- action_retry --
+-- Retry (operator): finished or retryable jobs run again now. An exhausted job gets one more attempt;
+-- a job whose unique key another active job holds is left alone. Applies to the ids, or to the
+-- listing filters when ids is NULL.
+WITH upd AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = 'available', run_at = now(), finished_at = NULL,
+           max_attempts = greatest(j.max_attempts, j.attempt + 1)
+     WHERE j.state IN ('retryable', 'completed', 'discarded', 'cancelled')
+       AND j.attempt < 1000
+       AND (j.unique_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM queue.pgqueue_jobs o
+             WHERE o.unique_key = j.unique_key AND o.id <> j.id
+               AND o.state IN ('available', 'scheduled', 'running', 'retryable')))
+       AND (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+       AND (%(state)s::queue.pgqueue_job_state IS NULL OR j.state = %(state)s::queue.pgqueue_job_state)
+       AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
+       AND (%(search_id)s::bigint IS NULL OR j.id = %(search_id)s::bigint)
+       AND (%(search_prefix)s::text IS NULL OR j.task LIKE %(search_prefix)s::text)
+    RETURNING j.queue
+),
+notified AS (SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM upd) q)
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notified);
+
+-- action_run_now --
+-- Run now (operator): scheduled or retryable jobs become available at once.
+WITH upd AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = 'available', run_at = now()
+     WHERE j.state IN ('scheduled', 'retryable')
+       AND (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+       AND (%(state)s::queue.pgqueue_job_state IS NULL OR j.state = %(state)s::queue.pgqueue_job_state)
+       AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
+       AND (%(search_id)s::bigint IS NULL OR j.id = %(search_id)s::bigint)
+       AND (%(search_prefix)s::text IS NULL OR j.task LIKE %(search_prefix)s::text)
+    RETURNING j.queue
+),
+notified AS (SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM upd) q)
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notified);
+
+-- action_cancel --
+-- Cancel (operator): a job that has not finished ends cancelled. A running attempt's thread cannot be
+-- stopped; its completion is ignored by the ownership check.
+WITH upd AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = 'cancelled', finished_at = now()
+     WHERE j.state IN ('available', 'scheduled', 'running', 'retryable')
+       AND (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+       AND (%(state)s::queue.pgqueue_job_state IS NULL OR j.state = %(state)s::queue.pgqueue_job_state)
+       AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
+       AND (%(search_id)s::bigint IS NULL OR j.id = %(search_id)s::bigint)
+       AND (%(search_prefix)s::text IS NULL OR j.task LIKE %(search_prefix)s::text)
+    RETURNING j.id
+)
+SELECT count(*), 0 FROM upd;
+
+-- action_discard --
+-- Discard (operator): a job that has not finished ends discarded, with the reason recorded.
+WITH upd AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = 'discarded', finished_at = now(),
+           errors = j.errors || jsonb_build_array(jsonb_build_object(
+               'attempt', j.attempt, 'class', 'Discarded', 'message', 'discarded by an operator',
+               'failed_at', now(), 'traceback', NULL))
+     WHERE j.state IN ('available', 'scheduled', 'running', 'retryable')
+       AND (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+       AND (%(state)s::queue.pgqueue_job_state IS NULL OR j.state = %(state)s::queue.pgqueue_job_state)
+       AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
+       AND (%(search_id)s::bigint IS NULL OR j.id = %(search_id)s::bigint)
+       AND (%(search_prefix)s::text IS NULL OR j.task LIKE %(search_prefix)s::text)
+    RETURNING j.id
+)
+SELECT count(*), 0 FROM upd;
+
+-- pause_queue --
+INSERT INTO queue.pgqueue_queues (name, paused, paused_at) VALUES (%(name)s, true, now())
+ON CONFLICT (name) DO UPDATE SET paused = true, paused_at = coalesce(queue.pgqueue_queues.paused_at, now()),
+                                 updated_at = now()
+RETURNING name;
+
+-- resume_queue --
+-- Resuming wakes the workers of the queue.
+WITH up AS (
+    INSERT INTO queue.pgqueue_queues (name, paused, paused_at) VALUES (%(name)s, false, NULL)
+    ON CONFLICT (name) DO UPDATE SET paused = false, paused_at = NULL, updated_at = now()
+    RETURNING name
+)
+SELECT name, pg_notify('pgqueue', name)::text FROM up;
+
+-- list_queues --
+SELECT name, paused, paused_at, updated_at FROM queue.pgqueue_queues ORDER BY name;
+
+-- list_workers --
+SELECT id, host, pid, queues, processes, slots, info, started_at, heartbeat_at, spool_loaded_at, stopped_at,
+       stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => %(alive_within)s) AS alive,
+       (SELECT count(*) FROM queue.pgqueue_jobs j WHERE j.state = 'running' AND j.worker_id = w.id) AS running
+  FROM queue.workers w
+ WHERE adapter = 'pgqueue'
+ ORDER BY started_at DESC, id;
+
+-- upsert_cron --
+-- A cron entry; a new entry starts ticking from now (no backfill), a changed one keeps its last tick.
+INSERT INTO queue.pgqueue_cron (name, schedule, task, params, queue, priority, max_attempts, enabled)
+VALUES (%(name)s, %(schedule)s, %(task)s, %(params)s::jsonb, %(queue)s, %(priority)s, %(max_attempts)s, %(enabled)s)
+ON CONFLICT (name) DO UPDATE
+   SET schedule = EXCLUDED.schedule, task = EXCLUDED.task, params = EXCLUDED.params, queue = EXCLUDED.queue,
+       priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts, enabled = EXCLUDED.enabled,
+       updated_at = now()
+RETURNING name;
+
+-- delete_cron --
+DELETE FROM queue.pgqueue_cron WHERE name = %(name)s;
+
+-- list_cron --
+SELECT name, schedule, task, params, queue, priority, max_attempts, enabled, last_tick, last_job_id,
+       created_at, updated_at
+  FROM queue.pgqueue_cron ORDER BY name;
+
+-- lock_due_cron --
+-- The cron service (leader only) locks the enabled entries; the tick enqueues and the last_tick
+-- advance commit together, so no tick fires twice even across a change of leader.
+SELECT name, schedule, task, params, queue, priority, max_attempts, last_tick, now() AS db_now
+  FROM queue.pgqueue_cron WHERE enabled ORDER BY name FOR UPDATE SKIP LOCKED;
+
+-- advance_cron --
+UPDATE queue.pgqueue_cron SET last_tick = %(last_tick)s, last_job_id = coalesce(%(job_id)s, last_job_id)
+ WHERE name = %(name)s;
+
+-- try_leader --
+-- Leader election: a session-level advisory lock, held by one connection of the leader while it lives.
+SELECT pg_try_advisory_lock(hashtext('pgqueue.leader'));

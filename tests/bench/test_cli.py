@@ -1,0 +1,164 @@
+"""Acceptance: `python -m shared.bench` against real worker processes, and bad input.
+
+One small matrix runs once for the module (start-up is most of its cost): it must write every output
+file, and its fault runs must report what really happened, recounted here with our own SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+from shared.bench import adapters
+
+from shared import embedded
+
+from ..conftest import create_database, drop_database
+from ..support import ROOT, service_env
+
+OUTPUTS = ("results.json", "results.csv", "summary.md", "throughput.png", "latency_cdf.png", "resources.png")
+PGQUEUE = adapters.pgqueue_worker_available()
+
+
+def bench(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run the CLI; past `timeout`, SIGTERM it (it stops its workers and keeps what it measured)."""
+    argv = [sys.executable, "-m", "shared.bench", "--no-progress", *args]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        err += f"\n(timed out after {timeout} s and was stopped)"
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def small_matrix(pg_server, template_db, tmp_path_factory):
+    name = f"bench_b_{uuid.uuid4().hex[:10]}"
+    url = create_database(pg_server, name, template=template_db)
+    out = tmp_path_factory.mktemp("bench-report")
+    adapters_ = "celery" if PGQUEUE else "pgqueue,celery"
+    # fmt: off
+    args = [
+        "--adapters", adapters_, "--brokers", "postgres", "--parts", "noop-bulk,steady,fault",
+        "--jobs", "60", "--rate", "50", "--duration", "1", "--fault-jobs", "100", "--fault-ms", "50",
+        "--repetitions", "2", "--stall-seconds", "8", "--output", str(out),
+    ]
+    # fmt: on
+    # pgqueue rescues a dead worker's jobs after 15 s by default; the test does not wait that long.
+    result = bench(args, service_env(url, PGQUEUE_RESCUE_AFTER="3", PGQUEUE_RESCUE_INTERVAL="0.5"))
+    yield url, out, result
+    drop_database(pg_server, name)
+
+
+def test_a_small_matrix_writes_every_output_file(small_matrix):
+    _url, out, result = small_matrix
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "results.json").read_text())
+    runs = data["runs"]
+    assert runs and all(r["status"] == "completed" for r in runs), [
+        (r["case_key"], r["status"], r["error"]) for r in runs
+    ]
+    drains = [r for r in runs if r["scenario"] == "drain"]
+    for r in drains:
+        assert r["audit"]["lost"] == 0 and r["audit"]["duplicates"] == 0
+        assert r["figures"]["throughput"] > 0 and r["latency_ms"]["end_to_end"]["p50"] is not None
+        assert r["environment"]["postgres"]["fsync"] and r["environment"]["packages"]["celery"]
+        assert "prefork" in r["slot_mapping"] or "--threads" in r["slot_mapping"]
+    celery = [r for r in runs if r["adapter"] == "celery"]
+    assert celery[0]["environment"]["celery_config"]["task_default_queue"]
+    assert data["calibration"]["median_jobs_per_second"] > 0
+    assert "## Fault runs" in (out / "summary.md").read_text()
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == len(runs) + 1
+
+
+def recount(url: str, run_id: int, n: int) -> dict[str, int]:
+    """Starts and finishes per (run_id, seq), counted with our own SQL."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            """
+            WITH per_seq AS (
+              SELECT s.seq,
+                     count(e.*) FILTER (WHERE e.kind = 'start') AS starts,
+                     count(e.*) FILTER (WHERE e.kind = 'finish') AS finishes
+                FROM generate_series(0, %(n)s - 1) AS s(seq)
+                LEFT JOIN job_events e ON e.run_id = %(run)s AND e.seq = s.seq
+               GROUP BY s.seq)
+            SELECT count(*) FILTER (WHERE starts > 0),
+                   count(*) FILTER (WHERE finishes > 0),
+                   count(*) FILTER (WHERE finishes = 0),
+                   count(*) FILTER (WHERE finishes > 1)
+              FROM per_seq
+            """,
+            {"n": n, "run": run_id},
+        ).fetchone()
+    return {"executed": row[0], "completed": row[1], "lost": row[2], "finished_twice": row[3]}
+
+
+def _fault(out, adapter: str) -> dict:
+    data = json.loads((out / "results.json").read_text())
+    faults = [f for f in data["faults"] if f["adapter"] == adapter]
+    assert len(faults) == 1, data["faults"]
+    return faults[0]
+
+
+def test_a_celery_fault_run_reports_what_really_happened(small_matrix):
+    url, out, result = small_matrix
+    assert result.returncode == 0, result.stderr[-3000:]
+    f = _fault(out, "celery")
+    assert f["fault"]["kind"] == "kill_worker" and f["fault"]["pid"]
+    a = f["audit"]
+    mine = recount(url, f["run_id"], a["enqueued"])
+    assert a["enqueued"] == 100
+    assert (a["executed"], a["completed"], a["lost"]) == (mine["executed"], mine["completed"], mine["lost"])
+    assert a["duplicate_jobs"] >= mine["finished_twice"]
+
+
+@pytest.mark.skipif(bool(PGQUEUE), reason=f"{PGQUEUE}")
+def test_a_pgqueue_fault_run_loses_no_job(small_matrix):
+    url, out, result = small_matrix
+    assert result.returncode == 0, result.stderr[-3000:]
+    f = _fault(out, "pgqueue")
+    a = f["audit"]
+    assert f["fault"]["pid"]
+    assert a["lost"] == 0 and a["duplicates"] == 0, a
+    assert recount(url, f["run_id"], a["enqueued"])["lost"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--jobs", "0"], "--jobs must be a positive number"),
+        (["--adapters", "sidekiq"], "unknown adapter 'sidekiq'"),
+        (["--parts", "everything"], "unknown part 'everything'"),
+        (["--repetitions", "0"], "--repetitions must be at least 1"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_before_anything_starts(args, needle, tmp_path):
+    env = service_env("postgresql://postgres@127.0.0.1:1/none")  # nothing may be contacted
+    result = bench(args, env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_broker_that_does_not_answer_is_refused_before_anything_starts():
+    closed = embedded.free_port()
+    env = service_env("postgresql://postgres@127.0.0.1:1/none", REDIS_URL=f"redis://127.0.0.1:{closed}/0")
+    result = bench(["--adapters", "celery", "--brokers", "postgres,redis"], env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "redis broker does not answer" in result.stderr and str(closed) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(ROOT / ".data" / "bench-pg" / "unused")

@@ -1,0 +1,83 @@
+"""Unit: spec validation (bad input gets field-by-field messages), case keys, interleaving."""
+
+from __future__ import annotations
+
+import pytest
+from shared.bench import experiments, spec
+
+
+def test_matrix_expands_to_cases_with_equal_slots():
+    s = experiments.validate_spec(
+        {"adapters": ["pgqueue", "celery"], "brokers": ["postgres", "redis"], "jobs": 100, "slots": 4}
+    )
+    assert [c.who for c in s.cases] == ["pgqueue", "celery.postgres.defaults", "celery.redis.defaults"]
+    assert {c.total_slots for c in s.cases} == {4}
+    assert "prefork --concurrency 4" in s.cases[1].slot_mapping()
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"cases": [{"adapter": "pgqueue", "jobs": 0}]}, "cases[0].jobs"),
+        ({"cases": [{"adapter": "sidekiq", "jobs": 10}]}, "cases[0].adapter"),
+        ({"cases": [{"adapter": "celery", "broker": "kafka", "jobs": 10}]}, "cases[0].broker"),
+        ({"cases": [{"adapter": "celery", "celery_config": "fast", "jobs": 10}]}, "cases[0].celery_config"),
+        ({"cases": [{"adapter": "pgqueue", "jobs": 10, "workload": "nope"}]}, "cases[0].workload"),
+        ({"cases": [{"adapter": "pgqueue", "jobs": 10, "scenario": "steady", "rate": -1}]}, "cases[0].rate"),
+        ({"cases": [{"adapter": "pgqueue", "jobs": "many"}]}, "cases[0].jobs"),
+        ({"adapters": ["pgqueue"], "jobs": -5}, "jobs"),
+        ({"adapters": ["pgqueue"]}, "jobs"),
+        ({"cases": []}, "cases"),
+        ({"cases": [{"adapter": "pgqueue", "jobs": 1}], "repetitions": 0}, "repetitions"),
+    ],
+)
+def test_bad_specs_name_the_field(data, field):
+    with pytest.raises(experiments.SpecError) as info:
+        experiments.validate_spec(data)
+    assert field in info.value.errors, info.value.errors
+
+
+def test_repetitions_interleave_and_faults_run_once():
+    s = experiments.validate_spec(
+        {
+            "cases": [
+                {"adapter": "pgqueue", "jobs": 10},
+                {"adapter": "celery", "jobs": 10},
+                {"adapter": "pgqueue", "jobs": 10, "scenario": "fault"},
+            ],
+            "repetitions": 3,
+        }
+    )
+    order = [(c.who, rep) for c, rep in s.schedule()]
+    assert order[:6] == [
+        ("pgqueue", 1),
+        ("celery.postgres.defaults", 1),
+        ("celery.postgres.defaults", 2),
+        ("pgqueue", 2),
+        ("pgqueue", 3),
+        ("celery.postgres.defaults", 3),
+    ]
+    assert order[6:] == [("pgqueue", 1)] and s.schedule()[6][0].scenario == "fault"
+
+
+def test_stored_spec_round_trips():
+    s = experiments.validate_spec(spec.default_matrix(brokers=["postgres", "redis"], full=True))
+    assert experiments.validate_spec(s.to_dict()) == s
+    assert len({c.key for c in s.cases}) == len(s.cases)
+    assert any(c.celery_config == "reliable" for c in s.cases)
+    assert any(not c.recording for c in s.cases)
+
+
+def test_the_spec_names_the_brokers_and_configurations_celery_knows():
+    from shared import celery_app
+
+    assert spec.BROKERS == celery_app.BROKERS
+    assert spec.CONFIGURATIONS == celery_app.CONFIGURATIONS
+
+
+def test_both_queues_with_equal_total_slots_are_one_comparison():
+    s = experiments.validate_spec(spec.default_matrix(brokers=["postgres"]))
+    noop_bulk = [c for c in s.cases if c.workload == "noop" and c.scheduling == "bulk" and c.recording]
+    assert {c.who for c in noop_bulk} == {"pgqueue", "celery.postgres.defaults"}
+    assert len({c.family for c in noop_bulk}) == 1 and noop_bulk[0].family.endswith("/slots10")
+    assert spec.family_of("pgqueue/drain/noop/bulk/n5/p2s5.norec") == "drain/noop/bulk/n5/slots10.norec"

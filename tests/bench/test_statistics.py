@@ -1,0 +1,70 @@
+"""Unit: percentiles, the bootstrap interval and the comparison rule."""
+
+from __future__ import annotations
+
+import pytest
+from shared.bench import statistics as st
+
+
+def test_percentile_interpolates_between_closest_ranks():
+    assert st.percentile([1, 2, 3, 4], 50) == 2.5
+    assert st.percentile([1, 2, 3, 4], 0) == 1
+    assert st.percentile([1, 2, 3, 4], 100) == 4
+    assert st.percentile([10], 99.9) == 10
+    assert st.percentile([], 50) is None
+    values = list(range(1, 1001))
+    assert st.percentile(values, 99) == pytest.approx(990.01)
+    assert st.percentile(values, 99.9) == pytest.approx(999.001)
+    with pytest.raises(ValueError):
+        st.percentile([1], 101)
+
+
+def test_percentiles_sorts_and_names_each_level():
+    p = st.percentiles([5, 1, 4, 2, 3])
+    assert p == {
+        "p50": 3.0,
+        "p95": pytest.approx(4.8),
+        "p99": pytest.approx(4.96),
+        "p99.9": pytest.approx(4.996),
+    }
+
+
+def test_bootstrap_interval_contains_the_median_and_is_reproducible():
+    values = [10.0, 11.0, 12.0, 13.0, 30.0]
+    a = st.bootstrap_ci(values, seed=7)
+    assert a == st.bootstrap_ci(values, seed=7)
+    assert a.median == 12.0 and a.n == 5
+    assert a.low <= a.median <= a.high
+    assert 10.0 <= a.low and a.high <= 30.0
+    # Identical values: a zero-width interval; one value: itself; none: nothing.
+    same = st.bootstrap_ci([4.0] * 6)
+    assert (same.low, same.high) == (4.0, 4.0)
+    assert st.bootstrap_ci([3.0]).to_dict() == {"median": 3.0, "ci_low": 3.0, "ci_high": 3.0, "n": 1}
+    assert st.bootstrap_ci([]).median is None
+
+
+def test_bootstrap_interval_narrows_with_less_spread():
+    wide = st.bootstrap_ci([1, 5, 9, 13, 17, 21, 25])
+    narrow = st.bootstrap_ci([12, 12.5, 13, 13.5, 14, 14.5, 15])
+    assert (narrow.high - narrow.low) < (wide.high - wide.low)
+
+
+def test_verdict_names_a_winner_only_without_overlap():
+    fast = st.Estimate(1000.0, 950.0, 1050.0, 5)
+    slow = st.Estimate(500.0, 480.0, 520.0, 5)
+    near = st.Estimate(990.0, 900.0, 1010.0, 5)
+    v = st.verdict({"pgqueue": fast, "celery": slow}, higher_is_better=True)
+    assert v["winner"] == "pgqueue" and v["ratio"] == pytest.approx(2.0)
+    v = st.verdict({"pgqueue": fast, "celery": near}, higher_is_better=True)
+    assert v["winner"] is None and v["verdict"] == st.NO_CLEAR_DIFFERENCE
+    # Lower is better (latency): the smaller median wins, the ratio stays >= 1.
+    v = st.verdict(
+        {"a": st.Estimate(2.0, 1.8, 2.2, 5), "b": st.Estimate(8.0, 7.0, 9.0, 5)}, higher_is_better=False
+    )
+    assert v["winner"] == "a" and v["ratio"] == pytest.approx(4.0)
+    assert st.verdict({"a": fast}, True)["winner"] is None
+
+
+def test_a_single_repetition_names_no_winner():
+    v = st.verdict({"a": st.bootstrap_ci([100.0]), "b": st.bootstrap_ci([1.0])}, higher_is_better=True)
+    assert v["winner"] is None and v["verdict"].startswith(st.NO_CLEAR_DIFFERENCE)

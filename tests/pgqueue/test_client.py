@@ -1,0 +1,187 @@
+"""The client API on a real PostgreSQL: enqueue in the caller's transaction, validation, admin actions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from shared import db, pgqueue
+
+
+@pytest.fixture
+def conn(database_url):
+    with db.connect(database_url, autocommit=True) as c:
+        yield c
+
+
+def state_of(conn, job_id):
+    return conn.execute("SELECT state::text FROM queue.pgqueue_jobs WHERE id = %s", (job_id,)).fetchone()[0]
+
+
+def test_enqueue_in_a_rolled_back_transaction_leaves_no_job(database_url, conn):
+    engine = db.make_engine(database_url)
+    with engine.connect() as sa_conn:
+        job_id = pgqueue.enqueue(sa_conn, "noop", {}, meta={"run_id": 1, "seq": 1})
+        assert job_id is not None
+        sa_conn.rollback()
+    with db.connect(database_url) as psy:
+        pgqueue.enqueue(psy, "noop")
+        psy.rollback()
+    assert conn.execute("SELECT count(*) FROM queue.pgqueue_jobs").fetchone()[0] == 0
+    with engine.begin() as sa_conn:
+        kept = pgqueue.enqueue(sa_conn, "noop", {}, meta={"run_id": 1, "seq": 2})
+        sa_conn.execute(sa.text("SELECT 1"))
+    engine.dispose()
+    row = conn.execute("SELECT state::text, meta FROM queue.pgqueue_jobs").fetchall()
+    assert row == [("available", {"run_id": 1, "seq": 2})]
+    assert state_of(conn, kept) == "available"
+
+
+def test_enqueue_sqlalchemy_connection_commit_without_prior_statement(database_url, conn):
+    engine = db.make_engine(database_url)
+    with engine.connect() as sa_conn:
+        pgqueue.enqueue(sa_conn, "noop")
+        sa_conn.commit()
+    engine.dispose()
+    assert conn.execute("SELECT count(*) FROM queue.pgqueue_jobs").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"task": "no_such_task"}, "unknown task 'no_such_task'"),
+        ({"task": "noop", "params": {"x": {1, 2}}}, "cannot be encoded as JSON"),
+        ({"task": "noop", "params": {"x": float("nan")}}, "cannot be encoded as JSON"),
+        ({"task": "noop", "priority": 10}, "priority must be an integer from 0"),
+        ({"task": "noop", "priority": -1}, "priority must be an integer from 0"),
+        ({"task": "noop", "queue": ""}, "invalid queue name ''"),
+        ({"task": "noop", "queue": "q" * 65}, "invalid queue name"),
+        ({"task": "noop", "queue": "Upper"}, "invalid queue name 'Upper'"),
+        ({"task": "noop", "max_attempts": 0}, "max_attempts must be"),
+        ({"task": "noop", "run_at": dt.datetime(2030, 1, 1)}, "timezone-aware"),
+        ({"task": "noop", "timeout": -1}, "timeout must be"),
+    ],
+)
+def test_bad_input_is_a_clear_error_at_enqueue_time(conn, kwargs, fragment):
+    task = kwargs.pop("task")
+    with pytest.raises(pgqueue.InvalidJob, match=fragment.replace("(", r"\(")):
+        pgqueue.enqueue(conn, task, **kwargs)
+    with pytest.raises(pgqueue.InvalidJob, match=fragment.replace("(", r"\(")):
+        pgqueue.enqueue_many(conn, [pgqueue.JobSpec(task, **kwargs)])
+    assert conn.execute("SELECT count(*) FROM queue.pgqueue_jobs").fetchone()[0] == 0
+
+
+def test_enqueue_many_copies_with_one_notify_per_queue(database_url, conn):
+    listener = db.connect(database_url, autocommit=True)
+    listener.execute("LISTEN pgqueue")
+    shared_params = {"ms": 1}
+    jobs = [
+        pgqueue.JobSpec("sleep", shared_params, queue="q1", meta={"run_id": 3, "seq": i}) for i in range(500)
+    ]
+    jobs += [pgqueue.JobSpec("noop", {"s": "tab\there \\ back"}, queue="q2", priority=3) for _ in range(10)]
+    jobs += [pgqueue.JobSpec("noop", queue="q2", run_at=dt.timedelta(hours=1)) for _ in range(5)]
+    jobs += [pgqueue.JobSpec("noop", queue="q3", unique_key=f"k{i % 3}") for i in range(6)]
+    assert pgqueue.enqueue_many(conn, jobs) == 500 + 10 + 5 + 3
+    notes = [n.payload for n in listener.notifies(timeout=0.5)]
+    listener.close()
+    assert sorted(notes) == ["q1", "q2", "q3"]
+    rows = dict(conn.execute("SELECT state::text, count(*) FROM queue.pgqueue_jobs GROUP BY 1").fetchall())
+    assert rows == {"available": 513, "scheduled": 5}
+    assert conn.execute("SELECT params FROM queue.pgqueue_jobs WHERE priority = 3 LIMIT 1").fetchone()[0] == {
+        "s": "tab\there \\ back"
+    }
+    seqs = conn.execute(
+        "SELECT (meta->>'seq')::int FROM queue.pgqueue_jobs WHERE queue = 'q1' ORDER BY 1"
+    ).fetchall()
+    assert [s for (s,) in seqs] == list(range(500))
+
+
+def test_unique_key_deduplicates_while_active_and_frees_after(conn):
+    first = pgqueue.enqueue(conn, "noop", unique_key="report:1")
+    assert first is not None
+    assert pgqueue.enqueue(conn, "noop", unique_key="report:1") is None
+    assert pgqueue.enqueue_many(conn, [pgqueue.JobSpec("noop", unique_key="report:1")]) == 0
+    assert pgqueue.cancel(conn, [first]) == 1
+    second = pgqueue.enqueue(conn, "noop", unique_key="report:1")
+    assert second is not None and second != first
+    # retrying the cancelled one while the second is active changes nothing
+    assert pgqueue.retry(conn, [first]) == 0
+
+
+def test_delayed_job_is_scheduled(conn):
+    job = pgqueue.enqueue(conn, "noop", run_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
+    assert state_of(conn, job) == "scheduled"
+    past = pgqueue.enqueue(conn, "noop", run_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+    assert state_of(conn, past) == "available"
+    assert pgqueue.run_now(conn, [job]) == 1
+    assert state_of(conn, job) == "available"
+
+
+def test_actions_counts_listing_and_pause(conn):
+    ids = [pgqueue.enqueue(conn, "noop", queue="mail", meta={"seq": i}) for i in range(5)]
+    other = pgqueue.enqueue(conn, "sleep", {"ms": 1}, queue="reports")
+    assert pgqueue.cancel(conn, ids[:2]) == 2
+    assert pgqueue.discard(conn, [ids[2]]) == 1
+    assert pgqueue.cancel(conn, ids[:2]) == 0  # already finished
+    assert pgqueue.retry(conn, [ids[0]]) == 1
+    assert state_of(conn, ids[0]) == "available"
+    job = pgqueue.get_job(conn, ids[2])
+    assert job["state"] == "discarded" and job["errors"][0]["class"] == "Discarded"
+    assert pgqueue.get_job(conn, 10**12) is None
+
+    pgqueue.refresh_counts(conn)
+    c = pgqueue.counts(conn)
+    assert c["mail"]["available"] == 3 and c["mail"]["cancelled"] == 1 and c["mail"]["discarded"] == 1
+    assert c["reports"]["available"] == 1 and c["reports"]["completed"] == 0
+    info = pgqueue.counts_info(conn)
+    assert info["age"] is not None and info["duration_ms"] >= 0
+
+    page1 = pgqueue.list_jobs(conn, queue="mail", limit=2)
+    page2 = pgqueue.list_jobs(conn, queue="mail", limit=2, after=page1[-1]["id"])
+    assert [j["id"] for j in page1 + page2] == sorted(ids, reverse=True)[:4]
+    assert [j["id"] for j in pgqueue.list_jobs(conn, state="discarded")] == [ids[2]]
+    assert [j["id"] for j in pgqueue.list_jobs(conn, search=str(other))] == [other]
+    assert [j["id"] for j in pgqueue.list_jobs(conn, search="sle")] == [other]
+    assert pgqueue.list_jobs(conn, search="no_%") == []
+    assert pgqueue.count_matching(conn, queue="mail", state="available") == 3
+    assert pgqueue.bulk_action(conn, "cancel", queue="mail", state="available") == 3
+    assert pgqueue.count_matching(conn, queue="mail", state="available") == 0
+    with pytest.raises(pgqueue.InvalidJob, match="unknown job state 'bogus'"):
+        pgqueue.list_jobs(conn, state="bogus")
+    with pytest.raises(pgqueue.InvalidJob, match="unknown action"):
+        pgqueue.bulk_action(conn, "explode")
+
+    pgqueue.pause_queue(conn, "reports")
+    qs = {q["name"]: q for q in pgqueue.queues(conn)}
+    assert qs["reports"]["paused"] and not qs["mail"]["paused"]
+    pgqueue.resume_queue(conn, "reports")
+    assert not {q["name"]: q for q in pgqueue.queues(conn)}["reports"]["paused"]
+
+
+def test_counts_refresh_when_stale_and_not_per_call(conn):
+    pgqueue.enqueue(conn, "noop")
+    assert pgqueue.counts(conn)["default"]["available"] == 1  # no cache yet: refreshed once
+    pgqueue.enqueue(conn, "noop")
+    assert pgqueue.counts(conn)["default"]["available"] == 1  # cached: not a count per call
+    assert pgqueue.counts(conn, max_age=0)["default"]["available"] == 2
+
+
+def test_cron_entries(conn):
+    pgqueue.register_cron(conn, "tick", "*/2 * * * * *", "noop", {}, queue="cron")
+    pgqueue.register_cron(conn, "every", "@every 10s", "noop")
+    entries = {e["name"]: e for e in pgqueue.cron_entries(conn)}
+    assert set(entries) == {"tick", "every"}
+    assert entries["tick"]["next_tick"] > entries["tick"]["last_tick"]
+    with pytest.raises(pgqueue.InvalidJob, match="invalid cron schedule"):
+        pgqueue.register_cron(conn, "bad", "every day", "noop")
+    with pytest.raises(pgqueue.InvalidJob, match="unknown task"):
+        pgqueue.register_cron(conn, "bad", "@every 1s", "nope")
+    s = pgqueue.Schedule.parse("@every 5s")
+    t0 = dt.datetime(2026, 1, 1, 0, 0, 3, tzinfo=dt.UTC)
+    assert s.ticks_between(t0, t0 + dt.timedelta(seconds=12)) == [
+        dt.datetime(2026, 1, 1, 0, 0, 5, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 1, 0, 0, 10, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 1, 0, 0, 15, tzinfo=dt.UTC),
+    ]
