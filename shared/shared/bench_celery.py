@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     except settings.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # SIGTERM (and SIGINT, which a background job ignores) unwind through the `finally` blocks, so the
+    # worker and the embedded PostgreSQL this command started are stopped.
+    signal.signal(signal.SIGTERM, _interrupted)
     cases = [(b, c, pool, conc) for b in brokers for c in configs for pool, conc in pools]
     results: dict[tuple[str, str, str, int], list[DrainResult]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory(prefix="bench-celery-") as tmp, database(Path(tmp)) as url:
@@ -424,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results, args.jobs, args.polling_interval))
     return 0
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def table(results: dict[tuple[str, str, str, int], list[DrainResult]], jobs: int, polling: float) -> str:

@@ -14,12 +14,17 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from shared import bench_celery, celery_app, embedded
+from shared import bench_celery, celery_app, embedded, settings
 
 from ..conftest import require_service
 from ..support import ROOT, Proc, wait_until
 
 T = TypeVar("T")
+
+WORKER_ENV = {"PYTHONDONTWRITEBYTECODE": ""}
+"""Extra environment of the workers the tests start: they may cache bytecode even where the caller's
+environment forbids it (this machine sets PYTHONDONTWRITEBYTECODE=1), since compiling Celery, kombu and
+SQLAlchemy afresh costs each of the twenty-odd workers about 3 s of CPU (about 1 s from the cache)."""
 
 
 class RedisServer:
@@ -76,6 +81,23 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _dispose_kombu_engines(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close this process's kombu SQL engines before the test database is dropped.
+
+    kombu caches one engine per URL at class level; left alone, its pooled connections to a dropped
+    database are reset at interpreter exit and log `AdminShutdown` tracebacks.
+    """
+    if "database_url" in request.fixturenames:
+        request.getfixturevalue("database_url")  # set up first, so torn down after this fixture
+    yield
+    from kombu.transport import sqlalchemy as kombu_sql
+
+    for engine, _ in list(kombu_sql.Channel._engines.values()):
+        engine.dispose()
+    kombu_sql.Channel._engines.clear()
+
+
 @pytest.fixture
 def all_brokers() -> tuple[str, ...]:
     """Every broker; skips (or fails under CI) when the machine's Redis or RabbitMQ is absent."""
@@ -84,8 +106,34 @@ def all_brokers() -> tuple[str, ...]:
     return celery_app.BROKERS
 
 
+def warm_imports() -> None:
+    """Import, in the main thread, what the cases of `concurrently` import lazily.
+
+    Several threads compiling modules at once (this machine sets PYTHONDONTWRITEBYTECODE, so every import
+    compiles) corrupts CPython 3.11.7's AST recursion counter, and a later `ast.parse` (pytest's assertion
+    rewriting at session end) fails with "AST constructor recursion depth mismatch" (fixed in 3.11.8).
+    """
+    import celery.app.control  # noqa: F401
+    import celery.backends.database  # noqa: F401
+    import celery.result  # noqa: F401
+    import celery.worker  # noqa: F401
+    import kombu.pidbox  # noqa: F401
+    import kombu.simple  # noqa: F401
+    import kombu.transport.pyamqp  # noqa: F401
+    import kombu.transport.redis  # noqa: F401
+    import kombu.transport.sqlalchemy  # noqa: F401
+
+    env = {"DATABASE_URL": "postgresql://warm@127.0.0.1:1/warm"}
+    for broker in celery_app.BROKERS:
+        app = celery_app.make_app(broker, result_backend=True, s=settings.load(env))
+        app.loader, app.amqp.router, app.control, app.tasks  # noqa: B018 - lazy imports
+        app.amqp.create_task_message  # noqa: B018
+        app.connection_for_write().transport  # noqa: B018 - imports the transport, connects nothing
+
+
 def concurrently(fn: Callable[..., T], cases: list[Any]) -> list[T]:
     """Run `fn(case)` for every case at once (each case starts its own processes); raise the first error."""
+    warm_imports()
     with ThreadPoolExecutor(max_workers=len(cases)) as pool:
         futures = [pool.submit(fn, case) for case in cases]
         return [f.result() for f in futures]

@@ -3,44 +3,28 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from shared import bench_celery
 
-from ..support import ROOT, service_env
+from .conftest import WORKER_ENV
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_small_bench_prints_a_table_of_sane_figures(database_url):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shared.bench_celery",
-            "--jobs",
-            "40",
-            "--repeat",
-            "1",
-            "--brokers",
-            "postgres",
-        ]
-        + ["--configs", "reliable", "--pools", "threads:2", "--polling-interval", "0.1"],
-        env=service_env(database_url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    row = re.search(r"^\| postgres \| reliable \| threads \| 2 \| ([\d,]+) \| ([\d,]+) \|", proc.stdout, re.M)
-    assert row, proc.stdout
+def test_a_small_bench_prints_a_table_of_sane_figures(database_url, capsys, monkeypatch):
+    for key, value in WORKER_ENV.items():
+        monkeypatch.setenv(key, value)
+    # In process: the same `main` as `make bench-celery`, on the test's database (DATABASE_URL is set).
+    args = ["--jobs", "40", "--repeat", "1", "--brokers", "postgres", "--configs", "reliable"]
+    assert bench_celery.main([*args, "--pools", "threads:2", "--polling-interval", "0.1"]) == 0
+    out = capsys.readouterr().out
+    row = re.search(r"^\| postgres \| reliable \| threads \| 2 \| ([\d,]+) \| ([\d,]+) \|", out, re.M)
+    assert row, out
     published, drained = (int(x.replace(",", "")) for x in row.groups())
     assert published > 0 and drained > 0
-    assert "polling interval 0.1 s" in proc.stdout
+    assert "polling interval 0.1 s" in out
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from shared import bench_celery, celery_app, db, embedded, settings
 
 from ..support import VENV_BIN, service_env, wait_until
-from .conftest import RedisServer, concurrently, running_worker, unique
+from .conftest import WORKER_ENV, RedisServer, concurrently, running_worker, unique
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_sigterm_is_a_warm_shutdown_that_finishes_the_running_task(database_url,
         loglevel="INFO",
     )
     worker = bench_celery.CeleryWorker(
-        spec, bench_celery.broker_env(database_url, tmp_path), output_dir / "w.log"
+        spec, bench_celery.broker_env(database_url, tmp_path, **WORKER_ENV), output_dir / "w.log"
     )
     try:
         worker.wait_ready(database_url, timeout=90)
@@ -96,7 +96,7 @@ def test_an_unreachable_broker_at_start_gives_one_clear_line_and_exit_2(database
 
     def check(case):
         env, args, fragments = case
-        line = one_clear_line(run_worker(service_env(database_url, **env), *args))
+        line = one_clear_line(run_worker(service_env(database_url, **env, **WORKER_ENV), *args))
         for fragment in fragments:
             assert fragment in line, line
         assert "secret" not in line

@@ -32,7 +32,7 @@ import pytest
 from shared import bench_celery, celery_app, settings
 
 from ..support import ROOT
-from .conftest import concurrently, unique
+from .conftest import WORKER_ENV, concurrently, unique
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def run_case(case: Case, database_url: str, base: Path, output_dir: Path, redis_
     spool_dir = base / case.slug
     spool_dir.mkdir(parents=True)
     queue = unique(f"rel-{case.slug}")
-    extra = {"REDIS_URL": redis_url}
+    extra = {"REDIS_URL": redis_url, **WORKER_ENV}
     spec = bench_celery.WorkerSpec(
         broker=case.broker,
         configuration=case.configuration,
