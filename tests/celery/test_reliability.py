@@ -44,6 +44,10 @@ REDIS_RESTORE_INTERVAL_S = 1.0
 """How often a Redis worker sweeps for messages past the visibility timeout (kombu: about every 100 s)."""
 SQL_POLLING_INTERVAL_S = 0.1
 SLEEP_MS = 2000
+KILL_AFTER_S = 1.0
+"""The kill comes this long after the start record, half-way through the task: under defaults, a main
+process killed in the first milliseconds, before its early acknowledgement reached Redis or RabbitMQ, has
+the task redelivered (observed), so an earlier kill would make those two cells a race."""
 KILLS = ("pool child", "main process")
 
 REDELIVERED = "redelivered"
@@ -175,6 +179,8 @@ def run_case(case: Case, database_url: str, base: Path, output_dir: Path, redis_
             90,
             f"{case.slug}: the first start record",
         )[0]
+        while time.time() < started.ts + KILL_AFTER_S:
+            time.sleep(0.01)
         killed_at = time.time()
         if case.kill == "pool child":
             assert started.pid in first.pool_pids(), (started.pid, first.pool_pids())
