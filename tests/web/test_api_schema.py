@@ -11,7 +11,7 @@ import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck
-from web import deps, openapi
+from web import openapi
 
 from .conftest import BASIC
 
@@ -23,12 +23,6 @@ def app(module_app):
 
 
 EXCLUDED = {"startExperiment"}
-PGQUEUE_OPERATIONS = {
-    op["operationId"]
-    for path, ops in openapi.document()["paths"].items()
-    if "/pgqueue/" in path
-    for op in ops.values()
-}
 OPERATIONS = sorted(
     op["operationId"]
     for ops in openapi.document()["paths"].values()
@@ -39,8 +33,6 @@ OPERATIONS = sorted(
 
 @pytest.mark.parametrize("operation_id", OPERATIONS)
 def test_api_operation_matches_its_openapi_document(app, operation_id):
-    if operation_id in PGQUEUE_OPERATIONS and deps.pgqueue() is None:
-        pytest.skip("shared.pgqueue is not in this build")
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app, headers=BASIC)
     (operation,) = [
         r.ok() for r in schema.get_all_operations() if schema.get_operation_id(r.ok()) == operation_id

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
+from shared.bench import experiments as bench
 
-from web import auth, celery_info, database, deps, openapi, params, pgqueue_views, results, serializers
+from shared import pgqueue
+from web import auth, celery_info, database, openapi, params, pgqueue_views, results, serializers
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -66,25 +68,22 @@ def experiments():
 @bp.post("/experiments")
 def start_experiment():
     body = _body()
-    mod = deps.experiments()
-    if mod is None:
-        abort(503, deps.MISSING_BENCH)
     mode = body.pop("mode", "managed")
     if mode not in ("managed", "attached"):
         return unprocessable("Invalid experiment spec.", {"mode": "must be managed or attached"})
     try:
-        spec = mod.validate_spec(body)
-    except mod.SpecError as exc:
+        spec = bench.validate_spec(body)
+    except bench.SpecError as exc:
         return unprocessable(
             "Invalid experiment spec.", {str(k): str(v) for k, v in (exc.errors or {}).items()}
         )
     try:
-        experiment_id = mod.start_experiment(spec, mode=mode)
-    except mod.ExperimentBusy as exc:
+        experiment_id = bench.start_experiment(spec, mode=mode)
+    except bench.ExperimentBusy as exc:
         abort(409, f"Another experiment is pending or running: {exc}")
-    except mod.SpecError as exc:
+    except bench.SpecError as exc:
         return unprocessable("Invalid experiment spec.", {str(k): str(v) for k, v in exc.errors.items()})
-    pid = mod.launch_executor(experiment_id)
+    pid = bench.launch_executor(experiment_id)
     with database.admin_conn() as conn:
         exp = results.get_experiment(conn, experiment_id)
     out = exp or {"id": experiment_id}
@@ -183,18 +182,16 @@ def pgqueue_jobs():
 @bp.get("/pgqueue/jobs/count")
 def pgqueue_jobs_count():
     f = _strict_filters()
-    mod = pgqueue_views.client()
     with database.admin_conn("queue") as conn:
-        n = mod.count_matching(conn, **f)
+        n = pgqueue.count_matching(conn, **f)
     return jsonify(count=int(n), filters=f)
 
 
 @bp.get("/pgqueue/jobs/<int:job_id>")
 def pgqueue_job(job_id: int):
     _id(job_id, "job")
-    mod = pgqueue_views.client()
     with database.admin_conn("queue") as conn:
-        data = mod.get_job(conn, job_id)
+        data = pgqueue.get_job(conn, job_id)
     if data is None:
         abort(404, f"There is no job {job_id}.")
     return jsonify(serializers.job(data))
@@ -217,7 +214,6 @@ def pgqueue_actions():
         errors["ids"] = "must be a non-empty list of at most 10000 positive integer job ids"
     if errors:
         return unprocessable("Invalid action.", errors)
-    pgqueue_views.client()
     changed = pgqueue_views.apply_action(action, ids)
     return jsonify(action=action, changed=changed)
 
@@ -225,7 +221,6 @@ def pgqueue_actions():
 @bp.post("/pgqueue/jobs/bulk")
 def pgqueue_bulk():
     body = _body()
-    mod = pgqueue_views.client()
     action = body.get("action")
     errors = {}
     if action not in pgqueue_views.ACTIONS:
@@ -245,19 +240,18 @@ def pgqueue_bulk():
     from web import cache
 
     with database.admin_conn("queue", timeout_ms=60_000) as conn:
-        changed = mod.bulk_action(conn, action, **f)
+        changed = pgqueue.bulk_action(conn, action, **f)
     cache.clear()
     return jsonify(action=action, changed=int(changed), filters=f)
 
 
-def _queue_names(mod) -> set[str]:
+def _queue_names() -> set[str]:
     with database.admin_conn("queue") as conn:
-        return {q["name"] for q in mod.queues(conn)}
+        return {q["name"] for q in pgqueue.queues(conn)}
 
 
 def _pause(name: str, paused: bool):
-    mod = pgqueue_views.client()
-    if not params.NAME_RE.match(name) or name not in _queue_names(mod):
+    if not params.NAME_RE.match(name) or name not in _queue_names():
         abort(404, f"There is no queue {name!r}.")
     pgqueue_views.set_paused(name, paused)
     return jsonify(queue=name, paused=paused)
@@ -275,16 +269,14 @@ def pgqueue_resume(name: str):
 
 @bp.get("/pgqueue/workers")
 def pgqueue_workers():
-    mod = pgqueue_views.client()
     with database.admin_conn("queue") as conn:
-        return jsonify(items=[serializers.plain(w) for w in mod.workers(conn)])
+        return jsonify(items=[serializers.plain(w) for w in pgqueue.workers(conn)])
 
 
 @bp.get("/pgqueue/cron")
 def pgqueue_cron():
-    mod = pgqueue_views.client()
     with database.admin_conn("queue") as conn:
-        return jsonify(items=[serializers.plain(c) for c in mod.cron_entries(conn)])
+        return jsonify(items=[serializers.plain(c) for c in pgqueue.cron_entries(conn)])
 
 
 # Celery

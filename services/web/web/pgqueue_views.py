@@ -11,7 +11,8 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 
-from web import cache, database, deps, params, serializers, throughput
+from shared import pgqueue
+from web import cache, database, params, serializers, throughput
 
 bp = Blueprint("pgqueue", __name__, url_prefix="/pgqueue")
 
@@ -40,21 +41,13 @@ def job_filters() -> tuple[dict[str, Any], list[str]]:
     return f, problems
 
 
-def client():
-    mod = deps.pgqueue()
-    if mod is None:
-        abort(503, deps.MISSING_PGQUEUE)
-    return mod
-
-
 def snapshot() -> dict[str, Any]:
     """pgqueue's cached counts and its queues, kept a couple of seconds more by this process."""
-    mod = client()
 
     def compute() -> dict[str, Any]:
         with database.admin_conn("queue") as conn:
-            info = mod.counts_info(conn)
-            queues = mod.queues(conn, max_age=None)
+            info = pgqueue.counts_info(conn)
+            queues = pgqueue.queues(conn, max_age=None)
         by_queue = {q: {s: int(n) for s, n in states.items()} for q, states in (info["counts"] or {}).items()}
         throughput.observe(info.get("refreshed_at"), by_queue)
         return {"info": info, "counts": by_queue, "queues": queues}
@@ -81,8 +74,6 @@ def overview_data() -> dict[str, Any]:
 
 @bp.get("/")
 def overview():
-    if deps.pgqueue() is None:
-        return render_template("pgqueue/missing.html", message=deps.MISSING_PGQUEUE)
     return render_template("pgqueue/overview.html", data=overview_data(), states=STATES)
 
 
@@ -94,16 +85,13 @@ def overview_json():
 def list_jobs(f: dict[str, Any], problems: list[str], after: int | None, limit: int) -> list[dict[str, Any]]:
     if problems:
         return []
-    mod = client()
     with database.admin_conn("queue") as conn:
-        rows = mod.list_jobs(conn, after=after, limit=limit, **f)
+        rows = pgqueue.list_jobs(conn, after=after, limit=limit, **f)
     return [serializers.job(r) for r in rows]
 
 
 @bp.get("/jobs")
 def jobs():
-    if deps.pgqueue() is None:
-        return render_template("pgqueue/missing.html", message=deps.MISSING_PGQUEUE)
     f, problems = job_filters()
     after = params.int_arg("after")
     limit = params.limit_arg()
@@ -129,9 +117,8 @@ def jobs():
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    mod = client()
     with database.admin_conn("queue") as conn:
-        data = mod.get_job(conn, job_id)
+        data = pgqueue.get_job(conn, job_id)
     if data is None:
         abort(404, f"There is no job {job_id}.")
     return render_template(
@@ -140,11 +127,10 @@ def job(job_id: int):
 
 
 def apply_action(action: str, ids: list[int]) -> int:
-    mod = client()
     if action not in ACTIONS:
         abort(400, f"Unknown action {action!r}; use one of {', '.join(ACTIONS)}.")
     with database.admin_conn("queue") as conn:
-        changed = getattr(mod, action)(conn, ids)
+        changed = getattr(pgqueue, action)(conn, ids)
     cache.clear()
     return int(changed)
 
@@ -175,7 +161,6 @@ def jobs_action():
 @bp.route("/jobs/bulk", methods=["GET", "POST"])
 def jobs_bulk():
     """GET shows how many jobs the current filter matches; POST (with CSRF) applies the action."""
-    mod = client()
     source = request.args if request.method == "GET" else request.form
     action = source.get("action", "")
     if action not in ACTIONS:
@@ -187,12 +172,12 @@ def jobs_bulk():
         abort(400, f"{f['queue']!r} is not a queue name.")
     if request.method == "GET":
         with database.admin_conn("queue") as conn:
-            n = mod.count_matching(conn, **f)
+            n = pgqueue.count_matching(conn, **f)
         return render_template(
             "pgqueue/bulk.html", action=action, label=ACTION_LABELS[action], filters=f, count=n
         )
     with database.admin_conn("queue", timeout_ms=60_000) as conn:
-        changed = mod.bulk_action(conn, action, **f)
+        changed = pgqueue.bulk_action(conn, action, **f)
     cache.clear()
     flash(f"{ACTION_LABELS[action]}: {changed} job(s) changed.", "info")
     return redirect(url_for("pgqueue.jobs", **{k: v for k, v in f.items() if v}))
@@ -200,18 +185,15 @@ def jobs_bulk():
 
 @bp.get("/queues")
 def queues():
-    if deps.pgqueue() is None:
-        return render_template("pgqueue/missing.html", message=deps.MISSING_PGQUEUE)
     data = overview_data()
     return render_template("pgqueue/queues.html", data=data, states=STATES)
 
 
 def set_paused(name: str, paused: bool) -> None:
-    mod = client()
     if not params.NAME_RE.match(name):
         abort(404, f"There is no queue {name!r}.")
     with database.admin_conn("queue") as conn:
-        (mod.pause_queue if paused else mod.resume_queue)(conn, name)
+        (pgqueue.pause_queue if paused else pgqueue.resume_queue)(conn, name)
     cache.clear()
 
 
@@ -241,17 +223,13 @@ def resume(name: str):
 
 @bp.get("/workers")
 def workers():
-    if deps.pgqueue() is None:
-        return render_template("pgqueue/missing.html", message=deps.MISSING_PGQUEUE)
     with database.admin_conn("queue") as conn:
-        rows = [serializers.plain(w) for w in client().workers(conn)]
+        rows = [serializers.plain(w) for w in pgqueue.workers(conn)]
     return render_template("pgqueue/workers.html", workers=rows)
 
 
 @bp.get("/cron")
 def cron():
-    if deps.pgqueue() is None:
-        return render_template("pgqueue/missing.html", message=deps.MISSING_PGQUEUE)
     with database.admin_conn("queue") as conn:
-        rows = [serializers.plain(c) for c in client().cron_entries(conn)]
+        rows = [serializers.plain(c) for c in pgqueue.cron_entries(conn)]
     return render_template("pgqueue/cron.html", entries=rows)

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from shared import models
-from web import deps, serializers
+from web import serializers
 
 E = models.Experiment.__table__
 R = models.BenchmarkRun.__table__
@@ -87,11 +87,10 @@ def flat_figures(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def _with_report(fn_name: str, *args: Any) -> Any:
     """Call the report module inside an admin transaction (statement timeout) on its psycopg connection."""
+    from shared.bench import report  # imported on first use: it brings matplotlib
+
     from web import database
 
-    report = deps.report()
-    if report is None:
-        return None
     with database.admin_conn() as conn:
         try:
             return serializers.plain(getattr(report, fn_name)(*args, conn=database.raw(conn)))

@@ -11,11 +11,12 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
+from shared.bench import experiments as bench
 from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField, widgets
 from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional, ValidationError
 
 from shared import celery_app, models, workloads
-from web import database, deps, params, results, serializers
+from web import database, params, results, serializers
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -146,51 +147,43 @@ def index():
 
 def reap(conn) -> None:
     """Mark experiments whose executor died as failed (the benchmark library decides)."""
-    mod = deps.experiments()
-    if mod is not None:
-        mod.reap_dead_executors(conn)
+    bench.reap_dead_executors(conn)
 
 
 @bp.route("/new", methods=["GET", "POST"])
 def new():
     form = ExperimentForm()
-    mod = deps.experiments()
     general_errors: list[str] = []
     status = 200
     workers = live_workers()
     if request.method == "POST":
         if not form.validate_on_submit() or not attached_workers_suffice(form, workers):
             status = 400
-        elif mod is None:
-            general_errors.append(deps.MISSING_BENCH)
-            status = 503
         else:
             try:
-                spec = mod.validate_spec(form_to_spec(form))
-            except mod.SpecError as exc:
+                spec = bench.validate_spec(form_to_spec(form))
+            except bench.SpecError as exc:
                 general_errors = _spec_errors_to_form(form, dict(getattr(exc, "errors", {}) or {}))
                 if not getattr(exc, "errors", None):
                     general_errors.append(str(exc))
                 status = 400
             else:
                 try:
-                    experiment_id = mod.start_experiment(spec, mode=form.mode.data)
-                except mod.ExperimentBusy as exc:
+                    experiment_id = bench.start_experiment(spec, mode=form.mode.data)
+                except bench.ExperimentBusy as exc:
                     general_errors.append(f"Another experiment is pending or running: {exc}")
                     status = 409
-                except mod.SpecError as exc:  # checks that need the database (attached mode's workers)
+                except bench.SpecError as exc:  # checks that need the database (attached mode's workers)
                     general_errors = _spec_errors_to_form(form, dict(exc.errors))
                     status = 400
                 else:
-                    mod.launch_executor(experiment_id)
+                    bench.launch_executor(experiment_id)
                     flash(f"Experiment {experiment_id} started.", "info")
                     return redirect(url_for("runs.experiment", experiment_id=experiment_id))
     return render_template(
         "runs/new.html",
         form=form,
         general_errors=general_errors,
-        bench_missing=mod is None,
-        missing_message=deps.MISSING_BENCH,
         workers=workers,
     ), status
 
@@ -260,9 +253,7 @@ def progress_of(experiment_id: int) -> dict[str, Any]:
         "runs_finished": sum(r["status"] in ("completed", "failed", "cancelled") for r in runs),
         "runs": [{"id": r["id"], "case_key": r["case_key"], "status": r["status"]} for r in runs],
     }
-    mod = deps.experiments()
-    if mod is not None:
-        out["detail"] = serializers.plain(mod.progress(experiment_id))
+    out["detail"] = serializers.plain(bench.progress(experiment_id))
     return out
 
 
@@ -296,7 +287,7 @@ def run(run_id: int):
         abort(404, f"There is no run {run_id}.")
     # the run's own columns are shown above the figures; the table holds the measurements
     figures = {k: v for k, v in results.flat_figures(results.run_summary(r)).items() if k not in RUN_COLUMNS}
-    return render_template("runs/run.html", run=r, figures=figures, report_missing=deps.report() is None)
+    return render_template("runs/run.html", run=r, figures=figures)
 
 
 @bp.get("/<int:run_id>/series.json")
