@@ -66,6 +66,9 @@ def test_stored_spec_round_trips():
     assert len({c.key for c in s.cases}) == len(s.cases)
     assert any(c.celery_config == "reliable" for c in s.cases)
     assert any(not c.recording for c in s.cases)
+    # the recording overhead is a pair of equal pgqueue drains, recording on and off
+    pair = [c for c in s.cases if c.jobs == 20_000]
+    assert sorted(c.recording for c in pair) == [False, True] and {c.who for c in pair} == {"pgqueue"}
 
 
 def test_the_spec_names_the_brokers_and_configurations_celery_knows():
@@ -76,8 +79,12 @@ def test_the_spec_names_the_brokers_and_configurations_celery_knows():
 
 
 def test_both_queues_with_equal_total_slots_are_one_comparison():
-    s = experiments.validate_spec(spec.default_matrix(brokers=["postgres"]))
-    noop_bulk = [c for c in s.cases if c.workload == "noop" and c.scheduling == "bulk" and c.recording]
+    s = experiments.validate_spec(spec.default_matrix(brokers=["postgres"], noop_jobs=2000))
+    noop_bulk = [
+        c
+        for c in s.cases
+        if c.workload == "noop" and c.scheduling == "bulk" and c.recording and c.jobs == 2000
+    ]
     assert {c.who for c in noop_bulk} == {"pgqueue", "celery.postgres.defaults"}
     assert len({c.family for c in noop_bulk}) == 1 and noop_bulk[0].family.endswith("/slots10")
     assert spec.family_of("pgqueue/drain/noop/bulk/n5/p2s5.norec") == "drain/noop/bulk/n5/slots10.norec"

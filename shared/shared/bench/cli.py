@@ -66,6 +66,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--parts", default=",".join(PARTS), help=f"which parts of the matrix: {', '.join(PARTS)}")
     p.add_argument("--jobs", type=int, default=500, help="jobs per noop drain run")
+    p.add_argument(
+        "--overhead-jobs",
+        type=int,
+        default=20_000,
+        help="jobs per run of the recording on/off pair (pgqueue)",
+    )
     p.add_argument("--sleep-jobs", type=int, default=300, help="jobs per sleep drain run")
     p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
     p.add_argument("--slots", type=int, default=10, help="total worker slots per adapter (equal for both)")
@@ -106,6 +112,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name, value in (
         ("--jobs", args.jobs),
         ("--sleep-jobs", args.sleep_jobs),
+        ("--overhead-jobs", args.overhead_jobs),
         ("--fault-jobs", args.fault_jobs),
     ):
         if value <= 0:
@@ -168,9 +175,12 @@ def build_spec(args: argparse.Namespace, available: dict[str, str | None]) -> tu
         repetitions=args.repetitions,
         restart_postgres=args.full,
         overhead="overhead" in parts,
+        overhead_jobs=args.overhead_jobs,
     )
 
     def wanted(c: dict[str, Any]) -> bool:
+        if c.pop("part", None) == "overhead":
+            return "overhead" in parts
         if c.get("scenario") == "fault":
             return "fault" in parts
         if c.get("recording") is False:

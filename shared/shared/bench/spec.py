@@ -352,6 +352,7 @@ def default_matrix(
     repetitions: int = 5,
     restart_postgres: bool = False,
     overhead: bool = True,
+    overhead_jobs: int = 20_000,
 ) -> dict[str, Any]:
     """The default matrix of `make bench` (docs/benchmark.md explains the sizes), as a spec dict."""
     configs = ["defaults", "reliable"] if full else ["defaults"]
@@ -392,8 +393,11 @@ def default_matrix(
             }
         )
     if overhead and pgqueue:
-        p = {**whos[0], **slots_of(whos[0])}
-        cases.append({**p, "jobs": noop_jobs, "workload": "noop", "scheduling": "bulk", "recording": False})
+        # The recording overhead: a pair of pgqueue noop drains, recording on and off, large enough that
+        # the drain lasts long enough to measure (a 500-job drain ends in tens of milliseconds).
+        p = {**whos[0], **slots_of(whos[0]), "jobs": overhead_jobs, "workload": "noop", "scheduling": "bulk"}
+        cases.append({**p, "part": "overhead"})
+        cases.append({**p, "recording": False, "part": "overhead"})
     # One fault run per adapter: Celery's on the PostgreSQL broker (the design's default) when it runs.
     fault_broker = "postgres" if "postgres" in brokers else (brokers[0] if brokers else None)
     fault_whos = ([whos[0]] if pgqueue else []) + [
