@@ -394,6 +394,9 @@ class Executor:
         )
         enq = adapters.Enqueuer(case, queue, self.settings)
         before_db = metrics.db_snapshot(h.conn())
+        # The queue serves every run of its worker group: count what it completed before this run sends
+        # anything (the workers start on the first jobs while the rest are still being sent).
+        baseline = self._count_completed_in_queue(queue) if case.adapter == "pgqueue" else None
         h.execute(
             "UPDATE benchmark_runs SET status = 'scheduling', scheduling_started_at = now(), environment = %s "
             "WHERE id = %s",
@@ -425,7 +428,7 @@ class Executor:
         waited: dict[str, Any] = {}
         if not interrupted and sent is not None:
             try:
-                waited = self._wait(run_id, case, sent.sent, queue, group, fault_info)
+                waited = self._wait(run_id, case, sent.sent, queue, baseline, fault_info)
             except KeyboardInterrupt:
                 interrupted = True
         self._fault_done.set()
@@ -503,15 +506,17 @@ class Executor:
         case: Case,
         n: int,
         queue: str,
-        group: adapters.WorkerGroup | None,
+        baseline: int | None,
         fault_info: dict[str, Any],
     ) -> dict[str, Any]:
-        """Wait until every job finished, or completions stall; inject the case's fault on the way."""
+        """Wait until every job finished, or completions stall.
+
+        `baseline` is pgqueue's count of completed jobs in `queue` before the run sent anything.
+        """
         stall = self.stall_seconds or (FAULT_STALL_SECONDS if case.scenario == "fault" else STALL_SECONDS)
         started = time.time()
         last_change, last_done = time.monotonic(), -1
         by_queue = case.adapter == "pgqueue"
-        baseline = self._count_completed_in_queue(queue) if by_queue else None
         observed_done_at = None
         while True:
             if self.should_stop():
