@@ -199,3 +199,43 @@ def test_enqueue_many_from_a_generator_of_fresh_params(conn):
     assert n == 2000
     rows = conn.execute("SELECT (params->>'ms')::int FROM queue.pgqueue_jobs ORDER BY id").fetchall()
     assert [r[0] for r in rows] == list(range(2000))
+
+
+def test_enqueue_many_invalid_job_after_streamed_rows_inserts_nothing(database_url, conn):
+    # 20,000 valid rows fill several COPY chunks before the bad one: the COPY has started streaming
+    jobs = [pgqueue.JobSpec("noop", meta={"seq": i}) for i in range(20_000)]
+    bad = [*jobs, pgqueue.JobSpec("noop", priority=10)]
+    with pytest.raises(pgqueue.InvalidJob, match="priority must be"):
+        pgqueue.enqueue_many(conn, bad)  # autocommit: a transaction of its own
+    # inside the caller's transaction (psycopg, then SQLAlchemy): rolled back to a savepoint, usable after
+    with db.connect(database_url) as psy:
+        kept = pgqueue.enqueue(psy, "noop")
+        with pytest.raises(pgqueue.InvalidJob):
+            pgqueue.enqueue_many(psy, bad)
+        assert pgqueue.enqueue_many(psy, jobs[:3]) == 3
+        psy.commit()
+    with db.connect(database_url) as psy:  # idle: the implicit transaction held only our rows
+        with pytest.raises(pgqueue.InvalidJob):
+            pgqueue.enqueue_many(psy, bad)
+        assert pgqueue.enqueue_many(psy, jobs[:2]) == 2
+        psy.commit()
+    engine = db.make_engine(database_url)
+    with engine.connect() as sa_conn:
+        with pytest.raises(pgqueue.InvalidJob):
+            pgqueue.enqueue_many(sa_conn, bad)
+        assert pgqueue.enqueue_many(sa_conn, jobs[:1]) == 1
+        sa_conn.commit()
+    engine.dispose()
+    assert conn.execute("SELECT count(*) FROM queue.pgqueue_jobs").fetchone()[0] == 1 + 3 + 2 + 1
+    assert state_of(conn, kept) == "available"
+
+
+def test_completion_finds_rows_by_primary_key(conn):
+    # the ownership check must not steer the plan to the running index (its dead entries grow per job)
+    from shared.pgqueue import queries
+
+    plan = conn.execute(
+        "EXPLAIN " + queries.get("complete"), {"ids": [1, 2], "attempts": [1, 1], "worker_id": "w"}
+    ).fetchall()
+    text = "\n".join(r[0] for r in plan)
+    assert "pgqueue_jobs_pkey" in text, text

@@ -135,24 +135,13 @@ class Completer(threading.Thread):
             if self._conn is None or self._conn.closed:
                 self._conn = db.connect(self.database_url, role="pgqueue-completer", autocommit=True)
             conn = self._conn
-            with conn.transaction(), conn.cursor() as cur:
-                if failures:
-                    cur.execute(
-                        queries.get("fail"),
-                        {
-                            "ids": [f.id for f in failures],
-                            "attempts": [f.attempt for f in failures],
-                            "delays": [f.delay for f in failures],
-                            "discards": [f.discard for f in failures],
-                            "errors": [Jsonb(f.error) for f in failures],
-                            "worker_id": self.worker_id,
-                        },
-                    )
-                if ids:
-                    cur.execute(
-                        queries.get("complete"),
-                        {"ids": ids, "attempts": attempts, "worker_id": self.worker_id},
-                    )
+            if not failures:
+                # the common case: one statement in autocommit, one round trip (no BEGIN/COMMIT)
+                conn.execute(
+                    queries.get("complete"), {"ids": ids, "attempts": attempts, "worker_id": self.worker_id}
+                )
+            else:
+                self._write_with_failures(conn, ids, attempts, failures)
         except psycopg.Error as exc:
             self.errors += 1
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -173,6 +162,27 @@ class Completer(threading.Thread):
             self.failed += len(failures)
             self.flushes += 1
         return True
+
+    def _write_with_failures(
+        self, conn: psycopg.Connection, ids: list[int], attempts: list[int], failures: list[Failure]
+    ) -> None:
+        # failures and successes commit together, in one transaction
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                queries.get("fail"),
+                {
+                    "ids": [f.id for f in failures],
+                    "attempts": [f.attempt for f in failures],
+                    "delays": [f.delay for f in failures],
+                    "discards": [f.discard for f in failures],
+                    "errors": [Jsonb(f.error) for f in failures],
+                    "worker_id": self.worker_id,
+                },
+            )
+            if ids:
+                cur.execute(
+                    queries.get("complete"), {"ids": ids, "attempts": attempts, "worker_id": self.worker_id}
+                )
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the thread and flush what is left, retrying until `timeout`; True if all was written."""

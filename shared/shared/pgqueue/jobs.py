@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,11 @@ FINISHED_STATES = ("completed", "discarded", "cancelled")
 
 # One encoder instance: json.dumps with non-default options builds a new encoder per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=True)
-_COPY_CHUNK = 1 << 20
+# COPY chunks: small enough that the server parses one while the client encodes the next
+_COPY_CHUNK = 1 << 18
+_ENQUEUE_NOW = queries.get("enqueue_now")
+_ENQUEUE = queries.get("enqueue")
+_ENQUEUE_UNIQUE = queries.get("enqueue_unique")
 
 
 class InvalidJob(ValueError):
@@ -213,11 +217,15 @@ def enqueue(
     key = _check_unique_key(unique_key)
     raw = raw_connection(conn)
     with raw.cursor(row_factory=tuple_row) as cur:
-        if key is None:
-            cur.execute(queries.get("enqueue"), values)
-        else:
+        # prepared once per connection (prepare=True): the server skips parsing and planning
+        if key is not None:
             values["unique_key"] = key
-            cur.execute(queries.get("enqueue_unique"), values)
+            cur.execute(_ENQUEUE_UNIQUE, values, prepare=True)
+        elif values["run_at"] is not None:
+            cur.execute(_ENQUEUE, values, prepare=True)
+        else:
+            del values["run_at"]
+            cur.execute(_ENQUEUE_NOW, values, prepare=True)
         row = cur.fetchone()
     return int(row[0]) if row else None
 
@@ -234,9 +242,88 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
     Jobs without a unique key go through COPY (one COPY for those without `run_at`, one for those
     with it); jobs with a unique key through one `INSERT ... ON CONFLICT DO NOTHING` over arrays.
     Each statement is followed by (or carries) one NOTIFY per distinct queue, never one per row.
-    Everything is validated before the first row is sent.
+    Rows are validated and encoded while the COPY streams (the server parses one chunk while the next
+    is encoded); an invalid job raises `InvalidJob` and nothing is inserted: the work runs in a
+    savepoint of the caller's transaction (a transaction of its own in autocommit mode), rolled back
+    on error, so the caller's transaction stays usable.
     """
-    plain: list[str] = []
+    raw = raw_connection(conn)
+    inserted = 0
+    with _atomic(raw), raw.cursor(row_factory=tuple_row) as cur:
+        stream = _CopyStream(cur)
+        try:
+            delayed, unique, plain_queues = _encode_jobs(jobs, stream)
+        except BaseException:
+            stream.abort()
+            raise
+        inserted += stream.finish()
+        if delayed:
+            with cur.copy(queries.get("copy_jobs_at")) as copy:
+                for k in range(0, len(delayed), 4096):
+                    copy.write("".join(delayed[k : k + 4096]))
+            inserted += len(delayed)
+        if plain_queues:
+            cur.execute(queries.get("notify_queues"), {"queues": sorted(plain_queues)})
+        if unique:
+            cur.execute(queries.get("enqueue_many_unique"), _arrays(unique))
+            row = cur.fetchone()
+            inserted += int(row[0]) if row else 0
+    return inserted
+
+
+@contextlib.contextmanager
+def _atomic(raw: psycopg.Connection) -> Iterator[None]:
+    """All or nothing inside the caller's transaction, which stays usable after an error.
+
+    In a transaction: a savepoint. In autocommit mode: a transaction of our own (the COPYs and their
+    NOTIFY commit together). Idle outside autocommit: the implicit transaction holds only our work, so
+    an error rolls it back and the caller's later commit commits what we wrote otherwise.
+    """
+    if raw.autocommit or raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        with raw.transaction():
+            yield
+        return
+    try:
+        yield
+    except BaseException:
+        raw.rollback()
+        raise
+
+
+class _CopyStream:
+    """The COPY of jobs claimable now, opened at its first row and fed in chunks of `_COPY_CHUNK`."""
+
+    def __init__(self, cur: psycopg.Cursor) -> None:
+        self.cur = cur
+        self._cm: Any = None
+        self.copy: Any = None
+        self.rows = 0
+
+    def write(self, lines: list[str], size: int) -> None:
+        if self.copy is None:
+            self._cm = self.cur.copy(queries.get("copy_jobs"))
+            self.copy = self._cm.__enter__()
+        self.copy.write("".join(lines))
+        self.rows += len(lines)
+
+    def finish(self) -> int:
+        if self._cm is not None:
+            self._cm.__exit__(None, None, None)
+            self._cm = self.copy = None
+        return self.rows
+
+    def abort(self) -> None:
+        # ends the COPY with an error (CopyFail): the savepoint around it is rolled back by the caller
+        if self._cm is not None:
+            cm, self._cm, self.copy = self._cm, None, None
+            with contextlib.suppress(Exception):
+                cm.__exit__(InvalidJob, InvalidJob("enqueue_many aborted"), None)
+
+
+def _encode_jobs(jobs: Iterable[JobSpec], stream: _CopyStream) -> tuple[list[str], list[JobSpec], set[str]]:
+    """Validate every job; stream the COPY rows of jobs claimable now; return the rest."""
+    buf: list[str] = []
+    size = 0
     delayed: list[str] = []
     unique: list[JobSpec] = []
     plain_queues: set[str] = set()
@@ -244,8 +331,9 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
     seen_queues: set[str] = set()
     # params object id -> (the object, its COPY text); holding the object keeps its id from being reused
     encoded_params: dict[int, tuple[object, str]] = {}
+    encode = _ENCODER.encode
     for job in jobs:
-        if not isinstance(job, JobSpec):
+        if type(job) is not JobSpec and not isinstance(job, JobSpec):
             raise InvalidJob(f"enqueue_many takes JobSpec objects, got {type(job).__name__}")
         task = job.task
         if task not in seen_tasks:
@@ -270,7 +358,7 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
             _encode_meta(job.meta, task)
             unique.append(job)
             continue
-        # Many jobs share one params object: encode it once (ids are stable while `jobs` holds them).
+        # Many jobs share one params object: encode it once.
         params = job.params
         p = "{}"
         if params is not None:
@@ -285,7 +373,7 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
             m = "{}"
         elif type(meta) is dict:
             try:
-                m = _ENCODER.encode(meta)
+                m = encode(meta)
             except (TypeError, ValueError):
                 m = _encode_meta(meta, task)  # raises with the message
             if "\\" in m:
@@ -294,39 +382,20 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> int:
             m = _copy_field(_encode_meta(meta, task))
         t = "\\N" if timeout is None else repr(timeout)
         if run_at is None:
-            plain.append(f"{queue}\t{task}\t{p}\t{m}\t{priority}\t{max_attempts}\t{t}\n")
+            line = f"{queue}\t{task}\t{p}\t{m}\t{priority}\t{max_attempts}\t{t}\n"
+            buf.append(line)
+            size += len(line)
+            if size >= _COPY_CHUNK:
+                stream.write(buf, size)
+                buf, size = [], 0
             plain_queues.add(queue)
         else:
             delayed.append(
                 f"scheduled\t{queue}\t{task}\t{p}\t{m}\t{priority}\t{run_at.isoformat()}\t{max_attempts}\t{t}\n"
             )
-    raw = raw_connection(conn)
-    inserted = 0
-    # In autocommit mode the COPYs and their NOTIFY still commit together.
-    with raw.transaction() if raw.autocommit else contextlib.nullcontext():
-        with raw.cursor(row_factory=tuple_row) as cur:
-            for lines, query in ((plain, "copy_jobs"), (delayed, "copy_jobs_at")):
-                if not lines:
-                    continue
-                with cur.copy(queries.get(query)) as copy:
-                    buf: list[str] = []
-                    size = 0
-                    for line in lines:
-                        buf.append(line)
-                        size += len(line)
-                        if size >= _COPY_CHUNK:
-                            copy.write("".join(buf))
-                            buf, size = [], 0
-                    if buf:
-                        copy.write("".join(buf))
-                inserted += len(lines)
-            if plain_queues:
-                cur.execute(queries.get("notify_queues"), {"queues": sorted(plain_queues)})
-            if unique:
-                cur.execute(queries.get("enqueue_many_unique"), _arrays(unique))
-                row = cur.fetchone()
-                inserted += int(row[0]) if row else 0
-    return inserted
+    if buf:
+        stream.write(buf, size)
+    return delayed, unique, plain_queues
 
 
 def _arrays(jobs: list[JobSpec]) -> dict[str, list[Any]]:

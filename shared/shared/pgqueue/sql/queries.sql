@@ -2,6 +2,17 @@
 -- Parameters are psycopg's %(name)s placeholders; every query can be pasted into psql with values.
 -- The channel of every NOTIFY is 'pgqueue' and its payload the queue name: a wake-up hint only.
 
+-- enqueue_now --
+-- One job claimable now (no run_at, no unique key): the hot path of one-by-one enqueue, prepared once
+-- per connection. state and run_at take their defaults (available, now()); the NOTIFY rides in the
+-- same statement and is sent at commit.
+WITH ins AS (
+    INSERT INTO queue.pgqueue_jobs (queue, task, params, meta, priority, max_attempts, timeout)
+    VALUES (%(queue)s, %(task)s, %(params)s::jsonb, %(meta)s::jsonb, %(priority)s, %(max_attempts)s, %(timeout)s)
+    RETURNING id, queue
+)
+SELECT id, pg_notify('pgqueue', queue)::text FROM ins;
+
 -- enqueue --
 -- One job. A future run_at makes it scheduled (the scheduler makes it available when due); the
 -- NOTIFY rides in the same statement and is sent (at commit) only for a job claimable now.
@@ -91,10 +102,14 @@ RETURNING j.id, j.task, j.params, j.meta, j.attempt, j.max_attempts, j.timeout, 
 -- complete --
 -- A batch of successful attempts. Ownership check: only a job still running this very attempt for
 -- this worker is completed; a late completion (timed out, rescued, cancelled) changes nothing.
+-- The check is written `(...) IS TRUE` (same meaning in a WHERE) so that the rows are found by the
+-- primary key: as plain conditions the planner picks ix_pgqueue_jobs_running by worker_id, whose
+-- dead entries (one per job this worker ever claimed) make every batch slower than the last.
 UPDATE queue.pgqueue_jobs j
    SET state = 'completed', finished_at = now()
   FROM unnest(%(ids)s::bigint[], %(attempts)s::smallint[]) AS c(id, attempt)
- WHERE j.id = c.id AND j.attempt = c.attempt AND j.state = 'running' AND j.worker_id = %(worker_id)s;
+ WHERE j.id = c.id AND j.attempt = c.attempt
+   AND (j.state = 'running' AND j.worker_id = %(worker_id)s) IS TRUE;
 
 -- fail --
 -- A batch of failed attempts, with the same ownership check: each error is appended; the job is
@@ -112,7 +127,9 @@ UPDATE queue.pgqueue_jobs j
                                                           ELSE now() + make_interval(secs => f.delay) END))
   FROM unnest(%(ids)s::bigint[], %(attempts)s::smallint[], %(delays)s::float8[], %(discards)s::boolean[],
               %(errors)s::jsonb[]) AS f(id, attempt, delay, discard, error)
- WHERE j.id = f.id AND j.attempt = f.attempt AND j.state = 'running' AND j.worker_id = %(worker_id)s;
+ WHERE j.id = f.id AND j.attempt = f.attempt
+   -- IS TRUE: found by the primary key, see complete
+   AND (j.state = 'running' AND j.worker_id = %(worker_id)s) IS TRUE;
 
 -- hand_back --
 -- Graceful shutdown: jobs this worker claimed and did not finish go back to available without penalty
