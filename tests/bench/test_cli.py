@@ -133,7 +133,13 @@ def test_a_pgqueue_fault_run_loses_no_job(small_matrix):
     f = _fault(out, "pgqueue")
     a = f["audit"]
     assert f["fault"]["pid"]
-    assert a["lost"] == 0 and a["duplicates"] == 0, a
+    assert a["lost"] == 0, a
+    # pgqueue is at least once: a job the killed process finished but whose completion was still in its buffer is
+    # rescued and runs again. The bound is the killed process's slots plus its completion buffer (tests/pgqueue
+    # checks it tightly); here the run is small, so at most every job it held.
+    from pgqueue_worker.config import Config
+
+    assert a["duplicates"] <= min(a["enqueued"], Config().completion_buffer), a
     assert recount(url, f["run_id"], a["enqueued"])["lost"] == 0
 
 
