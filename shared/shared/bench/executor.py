@@ -428,7 +428,7 @@ class Executor:
         waited: dict[str, Any] = {}
         if not interrupted and sent is not None:
             try:
-                waited = self._wait(run_id, case, sent.sent, queue, baseline, fault_info)
+                waited = self._wait(run_id, case, sent.sent, queue, baseline)
             except KeyboardInterrupt:
                 interrupted = True
         self._fault_done.set()
@@ -507,7 +507,6 @@ class Executor:
         n: int,
         queue: str,
         baseline: int | None,
-        fault_info: dict[str, Any],
     ) -> dict[str, Any]:
         """Wait until every job finished, or completions stall.
 
