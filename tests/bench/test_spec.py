@@ -67,7 +67,7 @@ def test_stored_spec_round_trips():
     assert any(c.celery_config == "reliable" for c in s.cases)
     assert any(not c.recording for c in s.cases)
     # the recording overhead is a pair of equal pgqueue drains, recording on and off
-    pair = [c for c in s.cases if c.jobs == 20_000]
+    pair = [c for c in s.cases if c.jobs == 100_000]
     assert sorted(c.recording for c in pair) == [False, True] and {c.who for c in pair} == {"pgqueue"}
 
 

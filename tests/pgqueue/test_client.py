@@ -239,3 +239,25 @@ def test_completion_finds_rows_by_primary_key(conn):
     ).fetchall()
     text = "\n".join(r[0] for r in plan)
     assert "pgqueue_jobs_pkey" in text, text
+
+
+def test_queue_busy_until_nothing_is_left_to_run(conn):
+    assert not pgqueue.queue_busy(conn, "drainq")
+    later = pgqueue.enqueue(conn, "noop", queue="drainq", run_at=dt.timedelta(hours=1))
+    assert pgqueue.queue_busy(conn, "drainq"), "a scheduled job is still to run"
+    now = pgqueue.enqueue(conn, "noop", queue="drainq")
+    pgqueue.enqueue(conn, "noop", queue="otherq")
+    assert pgqueue.cancel(conn, [later]) == 1
+    assert pgqueue.queue_busy(conn, "drainq"), "an available job is still to run"
+    # a running job (as a worker's claim leaves it) keeps the queue busy
+    conn.execute(
+        "UPDATE queue.pgqueue_jobs SET state = 'running', attempt = 1, attempted_at = now(), worker_id = 'w' "
+        "WHERE id = %s",
+        (now,),
+    )
+    assert pgqueue.queue_busy(conn, "drainq")
+    conn.execute(
+        "UPDATE queue.pgqueue_jobs SET state = 'completed', finished_at = now() WHERE id = %s", (now,)
+    )
+    assert not pgqueue.queue_busy(conn, "drainq"), "only finished jobs are left; otherq is not drainq"
+    assert pgqueue.queue_busy(conn, "otherq")

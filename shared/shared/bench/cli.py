@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overhead-jobs",
         type=int,
-        default=20_000,
+        default=100_000,
         help="jobs per run of the recording on/off pair (pgqueue)",
     )
     p.add_argument("--sleep-jobs", type=int, default=300, help="jobs per sleep drain run")

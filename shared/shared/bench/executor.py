@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -51,6 +51,9 @@ def reports_root() -> Path:
     return settings.REPORTS_DIR
 
 
+T = TypeVar("T")
+
+
 class Harness:
     """A reconnecting autocommit connection for the executor's own queries (it survives a PostgreSQL restart)."""
 
@@ -64,10 +67,14 @@ class Harness:
         return self._conn
 
     def execute(self, sql: str, params: Any = None, retry_for: float = 30.0) -> psycopg.Cursor:
+        return self.call(lambda conn: conn.execute(sql, params), retry_for)
+
+    def call(self, fn: Callable[[psycopg.Connection], T], retry_for: float = 30.0) -> T:
+        """`fn(connection)`, retried on a new connection while the server is away (up to `retry_for` s)."""
         deadline = time.monotonic() + retry_for
         while True:
             try:
-                return self.conn().execute(sql, params)
+                return fn(self.conn())
             except psycopg.OperationalError:
                 if self._conn is not None:
                     self._conn.close()
@@ -498,7 +505,7 @@ class Executor:
             mod = adapters.pgqueue_module()
         except adapters.AdapterUnavailable:
             return None
-        return int(mod.count_matching(self.harness.conn(), queue=queue, state="completed"))
+        return int(self.harness.call(lambda conn: mod.count_matching(conn, queue=queue, state="completed")))
 
     def _wait(
         self,
@@ -511,37 +518,56 @@ class Executor:
         """Wait until every job finished, or completions stall.
 
         `baseline` is pgqueue's count of completed jobs in `queue` before the run sent anything.
+        pgqueue's end is observed in its queue, whether the run records or not, so that the paired runs
+        of the recording overhead end on the same signal: a cheap poll (`queue_busy`) until nothing is
+        left to run, the completed count once a second for progress. The records, loaded at least every
+        second, are then awaited; for Celery they are the only signal.
         """
         stall = self.stall_seconds or (FAULT_STALL_SECONDS if case.scenario == "fault" else STALL_SECONDS)
         started = time.time()
-        last_change, last_done = time.monotonic(), -1
-        by_queue = case.adapter == "pgqueue"
         observed_done_at = None
-        while True:
-            if self.should_stop():
-                raise KeyboardInterrupt
-            if case.recording:
+        done = -1
+        last_change, last_done = time.monotonic(), -1
+
+        def progressed(count: int) -> bool:
+            nonlocal last_change, last_done
+            if count != last_done:
+                last_done, last_change = count, time.monotonic()
+            return time.monotonic() - last_change <= stall
+
+        if case.adapter == "pgqueue":
+            mod = adapters.pgqueue_module()
+            count_at = 0.0
+            while True:
+                if self.should_stop():
+                    raise KeyboardInterrupt
+                busy = self.harness.call(lambda conn: mod.queue_busy(conn, queue))
+                if not busy or time.monotonic() >= count_at:
+                    done = (self._count_completed_in_queue(queue) or 0) - (baseline or 0)
+                    count_at = time.monotonic() + 1.0
+                    if not busy and done >= n:
+                        observed_done_at = time.time()
+                        break
+                if not progressed(done):
+                    break
+                time.sleep(0.02)
+        if case.recording and (observed_done_at is not None or case.adapter != "pgqueue"):
+            last_change, last_done = time.monotonic(), -1
+            while True:
+                if self.should_stop():
+                    raise KeyboardInterrupt
                 done = self._count_done(run_id)
-            else:
-                done = (self._count_completed_in_queue(queue) or 0) - (baseline or 0)
-            if by_queue and observed_done_at is None and case.recording:
-                q = self._count_completed_in_queue(queue)
-                if q is not None and baseline is not None and q - baseline >= n:
-                    observed_done_at = time.time()
-            if done != last_done:
-                last_done, last_change = done, time.monotonic()
-            if done >= n:
-                if observed_done_at is None:
-                    observed_done_at = time.time()
-                break
-            if time.monotonic() - last_change > stall:
-                break
-            time.sleep(0.1)
+                if done >= n:
+                    observed_done_at = observed_done_at or time.time()
+                    break
+                if not progressed(done):
+                    break
+                time.sleep(0.1)
         return {
             "wait_seconds": round(time.time() - started, 3),
-            "stalled": last_done < n,
+            "stalled": done < n,
             "observed_done_at": observed_done_at,
-            "done_when_waiting_ended": last_done,
+            "done_when_waiting_ended": done,
         }
 
     def _fault_thread(

@@ -352,7 +352,7 @@ def default_matrix(
     repetitions: int = 5,
     restart_postgres: bool = False,
     overhead: bool = True,
-    overhead_jobs: int = 20_000,
+    overhead_jobs: int = 100_000,
 ) -> dict[str, Any]:
     """The default matrix of `make bench` (docs/benchmark.md explains the sizes), as a spec dict."""
     configs = ["defaults", "reliable"] if full else ["defaults"]

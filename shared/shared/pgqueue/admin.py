@@ -117,6 +117,18 @@ def count_matching(
     return int(row[0]) if row else 0
 
 
+def queue_busy(conn: Any, queue: str) -> bool:
+    """Whether `queue` holds a job not yet finished (available, running, scheduled or retryable).
+
+    Cheap enough to poll while a queue drains, unlike a count.
+    """
+    raw = raw_connection(conn)
+    with raw.cursor(row_factory=tuple_row) as cur:
+        cur.execute(queries.get("queue_busy"), {"queue": check_queue(queue)})
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
 def pause_queue(conn: Any, name: str) -> None:
     """Pause queue `name`: workers claim nothing from it until it is resumed (running jobs finish)."""
     raw = raw_connection(conn)

@@ -271,6 +271,19 @@ SELECT count(*)
    AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
    AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text);
 
+-- queue_busy --
+-- Whether queue %(queue)s still holds a job that is not finished: three lookups, each stopping at the
+-- first row of a partial index, so that polling it while a queue drains costs next to nothing (a count
+-- would read every row). Scalar subqueries with their index's ORDER BY, not EXISTS (which drops both):
+-- statistics taken before a drain (every row available) would otherwise make a sequential scan look
+-- cheaper, and it reads the whole table.
+SELECT (SELECT 1 FROM queue.pgqueue_jobs WHERE state = 'available' AND queue = %(queue)s
+         ORDER BY queue, priority, run_at, id LIMIT 1) IS NOT NULL
+    OR (SELECT 1 FROM queue.pgqueue_jobs WHERE state = 'running' AND queue = %(queue)s
+         ORDER BY worker_id LIMIT 1) IS NOT NULL
+    OR (SELECT 1 FROM queue.pgqueue_jobs WHERE state IN ('scheduled', 'retryable') AND queue = %(queue)s
+         ORDER BY run_at LIMIT 1) IS NOT NULL;
+
 -- get_job --
 SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, created_at, attempted_at,
        finished_at, worker_id, unique_key, timeout, params, meta, errors
