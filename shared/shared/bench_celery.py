@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 from shared import celery_app, db, embedded, settings
 from shared import migrate as migrate_mod
@@ -283,13 +284,24 @@ def broker_env(database_url: str, spool_dir: Path, **extra: str) -> dict[str, st
 
 
 def delete_queue(app: Any, broker: str, queue: str) -> None:
-    """Remove a queue this harness created (RabbitMQ keeps durable queues; Redis drops empty lists)."""
-    if broker != "rabbitmq":
+    """Remove a queue this harness created, and on the SQL broker its spent messages.
+
+    RabbitMQ keeps durable queues; Redis drops empty lists. kombu's SQL transport never deletes a
+    delivered message (it only sets `visible = false`), and its fetch then reads past every spent row of
+    every queue: a second 10,000-task drain on the same database ran at 50 tasks/s instead of ~300
+    (docs/benchmarks.md). Its purge deletes all of the queue's rows, so each run starts from the same
+    table.
+    """
+    if broker == "redis":
         return
     from kombu import Queue
 
     with contextlib.suppress(Exception), app.connection_for_write() as conn:
-        Queue(queue, channel=conn.default_channel).delete()
+        q = Queue(queue, channel=conn.default_channel)
+        if broker == "postgres":
+            q.purge()
+        else:
+            q.delete()
 
 
 @dataclass
@@ -378,6 +390,30 @@ def database(work_dir: Path) -> Iterator[str]:
         cluster.destroy()
 
 
+@contextlib.contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A new database on `url`'s server, migrated, dropped afterwards.
+
+    Each SQL-broker run starts from kombu's tables as a new deployment has them. On a reused database,
+    the planner's statistics (taken by autoanalyze after a drain, when no message was visible) turn
+    kombu's fetch into a sort of every pending message: a second and third 10,000-task drain ran at
+    110 to 170 tasks/s instead of ~300, purged and vacuumed or not (docs/benchmarks.md).
+    """
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_celery_{os.getpid()}_{time.time_ns() % 10**12}"
+    with db.connect(url, role="bench-celery", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        fresh = make_url(url).set(database=name).render_as_string(hide_password=False)
+        migrate_mod.upgrade(fresh, fresh)
+        yield fresh
+    finally:
+        with db.connect(url, role="bench-celery", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make bench-celery", description=__doc__.split("\n")[0])
     p.add_argument("--jobs", type=int, default=10_000, help="no-op tasks per run (default 10000)")
@@ -414,8 +450,18 @@ def main(argv: list[str] | None = None) -> int:
                     polling_interval=args.polling_interval,
                 )
                 try:
-                    r = measure(url, spec, args.jobs, work_dir=Path(tmp))
-                except (settings.ConfigError, db.DatabaseError, TimeoutError, RuntimeError) as exc:
+                    if b == "postgres":
+                        with fresh_database(url) as fresh:
+                            r = measure(fresh, spec, args.jobs, work_dir=Path(tmp))
+                    else:
+                        r = measure(url, spec, args.jobs, work_dir=Path(tmp))
+                except (
+                    settings.ConfigError,
+                    db.DatabaseError,
+                    TimeoutError,
+                    RuntimeError,
+                    psycopg.Error,
+                ) as exc:
                     print(f"error: {b} {c} {pool} c={conc}: {exc}", file=sys.stderr)
                     return 2
                 results[case].append(r)
