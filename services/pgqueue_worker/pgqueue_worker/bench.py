@@ -36,6 +36,7 @@ from typing import Any
 import psutil
 from shared.pgqueue import calibrate
 
+from pgqueue_worker.config import Config
 from shared import db, pgqueue, settings
 from shared import migrate as migrate_mod
 
@@ -335,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--one-by-one-jobs", type=int, default=5_000)
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="the worker's --batch-size (default: its own)"
+    )
+    p.add_argument("--prefetch", type=int, default=None, help="the worker's --prefetch (default: its own)")
     p.add_argument("--rate", type=float, default=200.0, help="jobs/s of the steady latency run")
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--million", type=int, default=1_000_000, help="jobs of the bulk+drain total-time run")
@@ -369,16 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BENCH_SPOOL_DIR"] = str(spool_root)
     try:
         migrate_mod.upgrade(url, url)
-        worker_args = [
-            "--processes",
-            str(args.processes),
-            "--threads",
-            str(args.threads),
-            "--batch-size",
-            "100",
-            "--flush-interval",
-            "0.02",
-        ]
+        # every setting that shapes the hot path is stated, the worker's defaults unless overridden
+        defaults = Config()
+        worker_args = ["--processes", str(args.processes), "--threads", str(args.threads)]
+        worker_args += ["--batch-size", str(args.batch_size or defaults.batch_size)]
+        worker_args += ["--prefetch", str(args.prefetch if args.prefetch is not None else defaults.prefetch)]
+        worker_args += ["--flush-interval", f"{defaults.flush_interval:g}"]
         figures: dict[str, Any] = {"database": where, "worker_args": worker_args}
         with db.connect(url, role="bench-pgqueue", autocommit=True) as conn:
             figures["environment"] = environment(conn, args)

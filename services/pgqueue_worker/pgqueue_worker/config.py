@@ -26,8 +26,8 @@ class Config:
     threads: int = 4
     # claim: at most batch_size jobs per statement; at most threads + prefetch jobs held per process,
     # prefetch adapting to what the process completes in 0.1 s
-    batch_size: int = 100
-    prefetch: int = 200
+    batch_size: int = 300
+    prefetch: int = 600
     poll_interval: float = 1.0
     # completions: flushed every flush_interval, or sooner when half the bound is reached; the bound
     # blocks the slots (back-pressure) while the database is away
