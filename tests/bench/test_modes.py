@@ -1,0 +1,123 @@
+"""Acceptance: the parts of the harness the default matrix does not run.
+
+- the burst scenario, end to end against real pgqueue workers;
+- the PostgreSQL-restart fault, on the embedded PostgreSQL the harness starts itself (never the
+  machine's): pgqueue's workers reconnect and the run loses no job;
+- attached mode, against a pgqueue worker this test started the way `make dev` does.
+
+Every count asserted here is recounted from `job_events` with the test's own SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+from shared.bench import adapters, experiments, spec
+
+from ..conftest import create_database, drop_database
+from ..pgqueue.conftest import Workers
+from ..support import service_env
+from .test_cli import bench, recount
+
+PGQUEUE = adapters.pgqueue_worker_available()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(PGQUEUE), reason=f"{PGQUEUE}")]
+
+
+def runs_of(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT id, status, scenario, job_count, metrics FROM benchmark_runs ORDER BY id"
+        ).fetchall()
+
+
+def test_burst_and_postgres_restart_on_the_harness_own_postgres(tmp_path):
+    cases = {
+        "repetitions": 1,
+        "cases": [
+            {"adapter": "pgqueue", "jobs": 300, "scenario": "burst", "bursts": 3, "processes": 2, "slots": 2},
+            {
+                "adapter": "pgqueue",
+                "jobs": 200,
+                "workload": "sleep",
+                "params": {"ms": 20},
+                "scenario": "fault",
+                "fault": "restart_postgres",
+                "processes": 2,
+                "slots": 2,
+            },
+        ],
+    }
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(cases))
+    env = service_env("", BENCH_DATA_DIR=str(tmp_path / "data"))
+    env.pop("DATABASE_URL")  # the harness starts (and stops) its own embedded PostgreSQL
+    out = tmp_path / "report"
+    result = bench(
+        ["--spec", str(spec_file), "--output", str(out), "--no-calibration", "--stall-seconds", "20"],
+        env,
+        300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "embedded PostgreSQL at" in result.stderr
+    runs = {r["scenario"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+
+    burst = runs["burst"]
+    assert burst["status"] == "completed", burst["error"]
+    assert burst["audit"]["lost"] == 0 and burst["audit"]["executed"] == 300, burst["audit"]
+
+    fault = runs["fault"]
+    print("PostgreSQL-restart fault:", fault["fault"], "audit:", fault["audit"])
+    assert fault["fault"]["kind"] == "restart_postgres" and fault["fault"]["downtime_s"] > 0, fault["fault"]
+    assert fault["audit"]["lost"] == 0, fault["audit"]
+    assert fault["audit"]["executed"] == 200, fault["audit"]
+
+
+@pytest.fixture
+def attached_db(pg_server, template_db):
+    name = f"bench_a_{uuid.uuid4().hex[:10]}"
+    url = create_database(pg_server, name, template=template_db)
+    yield url
+    drop_database(pg_server, name)
+
+
+def test_attached_mode_measures_a_worker_it_did_not_start(attached_db, output_dir, tmp_path):
+    url = attached_db
+    workers = Workers(url, output_dir, tmp_path / "spool")
+    workers.start(processes=1, threads=4)
+    try:
+        the_spec = spec.validate_spec(
+            {"repetitions": 2, "cases": [{"adapter": "pgqueue", "jobs": 200, "processes": 1, "slots": 4}]}
+        )
+        eid = experiments.start_experiment(the_spec, "attached", database_url=url)
+        env = service_env(url)
+        result = bench_execute(eid, tmp_path / "report", env)
+        assert result.returncode == 0, result.stderr[-4000:]
+        runs = runs_of(url)
+        assert [(r[1], r[2], r[3]) for r in runs] == [("completed", "drain", 200)] * 2
+        for run_id, _status, _scenario, n, metrics in runs:
+            assert metrics["worker_startup_s"] is None, "attached mode starts no worker"
+            counts = recount(url, run_id, n)
+            assert counts["lost"] == 0 and counts["executed"] == n, counts
+            assert metrics["audit"]["lost"] == 0
+        assert workers.procs[0].alive(), "the harness leaves an attached worker running"
+    finally:
+        workers.stop_all()
+
+
+def bench_execute(eid: int, out, env):
+    import subprocess
+    import sys
+
+    from ..support import ROOT
+
+    return subprocess.run(
+        [sys.executable, "-m", "shared.bench", "execute", str(eid), "--output", str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
