@@ -122,9 +122,10 @@ class JobEvent(Base):
     """One start, finish or failure of one job attempt, as a worker's spool recorded it.
 
     `ts` is the acting process's wall clock (`time.time()`), never the database's `now()`.
-    The audit key is `(run_id, seq)`. The table has no primary key: rows are only read by run, and
-    a surrogate key cost every recorded event a sequence value and an index entry (migration a0002).
-    The ORM, which needs an identity, maps the columns that tell two records apart in practice.
+    The audit key is `(run_id, seq)`. An append-only log, read by run (migration a0002): no primary
+    key (a surrogate key cost every record a sequence value and an index entry) and a BRIN index on
+    `run_id` (runs are loaded in time order). The ORM, which needs an identity, maps the columns that
+    tell two records apart in practice.
     """
 
     __tablename__ = "job_events"
@@ -142,7 +143,7 @@ class JobEvent(Base):
 
     __table_args__ = (
         sa.CheckConstraint(_in("kind", EVENT_KINDS), name="kind"),
-        sa.Index("ix_job_events_run_seq", "run_id", "seq"),
+        sa.Index("ix_job_events_run", "run_id", postgresql_using="brin"),
     )
     __mapper_args__ = {"primary_key": [run_id, seq, kind, attempt, worker_id, ts]}
 
