@@ -11,6 +11,8 @@ Every count asserted here is recounted from `job_events` with the test's own SQL
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import psycopg
@@ -19,7 +21,7 @@ from shared.bench import adapters, experiments, spec
 
 from ..conftest import create_database, drop_database
 from ..pgqueue.conftest import Workers
-from ..support import service_env
+from ..support import ROOT, service_env
 from .test_cli import bench, recount
 
 PGQUEUE = adapters.pgqueue_worker_available()
@@ -107,12 +109,8 @@ def test_attached_mode_measures_a_worker_it_did_not_start(attached_db, output_di
         workers.stop_all()
 
 
-def bench_execute(eid: int, out, env):
-    import subprocess
-    import sys
-
-    from ..support import ROOT
-
+def bench_execute(eid: int, out, env) -> subprocess.CompletedProcess:
+    """`python -m shared.bench execute ID`, as the web starts a stored experiment."""
     return subprocess.run(
         [sys.executable, "-m", "shared.bench", "execute", str(eid), "--output", str(out)],
         env=env,
