@@ -168,3 +168,17 @@ def test_a_broker_that_does_not_answer_is_refused_before_anything_starts():
     assert "redis broker does not answer" in result.stderr and str(closed) in result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(ROOT / ".data" / "bench-pg" / "unused")
+
+
+def test_a_database_migrated_by_another_version_is_one_clear_line(pg_server, template_db):
+    name = f"bench_m_{uuid.uuid4().hex[:10]}"
+    url = create_database(pg_server, name, template=template_db)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = 'a9999'")  # a revision this checkout lacks
+        result = bench(["--adapters", "pgqueue", "--parts", "noop-bulk"], service_env(url), timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert "cannot migrate the database" in result.stderr and "a9999" in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    finally:
+        drop_database(pg_server, name)

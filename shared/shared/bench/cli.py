@@ -285,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
     except settings.ConfigError as exc:
         raise UsageError(str(exc)) from None
     the_spec, notes = build_spec(args, availability(s0, _csv(args.adapters, spec.ADAPTERS, "adapter") or []))
+    from alembic import util as alembic_util
+
     from shared import db, embedded
     from shared import migrate as migrate_mod
     from shared.bench import experiments
@@ -298,7 +300,15 @@ def run(args: argparse.Namespace) -> int:
             os.environ["DATABASE_URL"] = cluster.url
             print(f"embedded PostgreSQL at {cluster.url} (data in {cluster.path})", file=sys.stderr)
         url = settings.load().database_url
-        migrate_mod.upgrade(url, settings.load().queue_database_url)
+        try:
+            migrate_mod.upgrade(url, settings.load().queue_database_url)
+        except alembic_util.CommandError as exc:
+            hint = (
+                f"; it was migrated by another checkout of this project: remove {cluster.path} to start afresh"
+                if cluster is not None
+                else "; it was migrated by another version of this project"
+            )
+            raise UsageError(f"cannot migrate the database at {settings.redact(url)}: {exc}{hint}") from None
         db.check_ready(url)
         if cluster is not None:
             with db.connect(url, role="harness", autocommit=True) as conn:
