@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import uuid
 
+import psycopg
 import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
 from shared import bench_celery
 
@@ -34,3 +38,27 @@ def test_bad_bench_options_give_one_clear_line(args, capsys):
     assert bench_celery.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_each_sql_broker_run_gets_a_migrated_database_that_is_dropped_after(pg_server):
+    with bench_celery.fresh_database(pg_server) as fresh:
+        assert fresh != pg_server
+        with psycopg.connect(fresh) as conn:
+            assert conn.execute("SELECT count(*) FROM queue.kombu_message").fetchone() == (0,)
+    name = fresh.rsplit("/", 1)[1].split("?")[0]
+    with psycopg.connect(pg_server) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone() == (0,)
+
+
+def test_a_role_that_may_not_create_databases_runs_on_its_own(pg_server, capsys):
+    role = f"bench_nocreate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB").format(sql.Identifier(role)))
+    try:
+        url = make_url(pg_server).set(username=role).render_as_string(hide_password=False)
+        with bench_celery.fresh_database(url) as fresh:
+            assert fresh == url
+        assert "may not create databases" in capsys.readouterr().err
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
