@@ -5,7 +5,8 @@
   machine's): pgqueue's workers reconnect and the run loses no job;
 - attached mode, against a pgqueue worker this test started the way `make dev` does.
 
-Every count asserted here is recounted from `job_events` with the test's own SQL.
+The attached run is recounted from `job_events` with the test's own SQL; the embedded PostgreSQL of the
+first test is stopped with the harness, so that test reads the report the harness wrote.
 """
 
 from __future__ import annotations
