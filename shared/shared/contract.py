@@ -85,7 +85,8 @@ def execute(task: str, params: dict[str, Any] | None, meta: Meta | dict[str, Any
         ctx.seq = meta.seq
     recorder = spool.current() if meta.run_id is not None else None
     if recorder is not None:
-        recorder.record("start", meta, ctx, time.time())
+        parts = recorder.job_parts(meta, ctx)
+        recorder.record_job("start", parts, time.time())
     try:
         result = fn(ctx, **(params or {}))
     except BaseException as exc:
@@ -93,7 +94,7 @@ def execute(task: str, params: dict[str, Any] | None, meta: Meta | dict[str, Any
             recorder.record("fail", meta, ctx, time.time(), f"{type(exc).__name__}: {exc}")
         raise
     if recorder is not None:
-        recorder.record("finish", meta, ctx, time.time())
+        recorder.record_job("finish", parts, time.time())
     return result
 
 

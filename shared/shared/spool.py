@@ -58,9 +58,10 @@ def _field(v: object) -> str:
 class SpoolRecorder:
     """Appends job events to one file with unbuffered writes. Thread-safe (one `write` per line).
 
-    Both queues record through this one class, so recording costs them the same. The common line
-    (no error text, the process's own worker id) is formatted with one f-string around the constant
-    part cached at construction: recording is most of a no-op job's cost, so it is kept small.
+    Both queues record through this one class, so recording costs them the same. A line without an
+    error is formatted around the fields its attempt's lines share (`job_parts`), which
+    `contract.execute` formats once for a job's start and finish: recording is most of a no-op job's
+    cost, so it is kept small.
     """
 
     def __init__(self, path: Path, worker_id: str, adapter: str) -> None:
@@ -73,38 +74,52 @@ class SpoolRecorder:
 
     def record(self, kind: str, meta: Meta, ctx: Ctx, ts: float, error: str | None = None) -> None:
         """Append one event line (COPY text format)."""
-        if error is None and (not ctx.worker_id or ctx.worker_id == self.worker_id) and type(ts) is float:
-            run_id, seq, attempt, enq, sch = (
-                meta.run_id,
-                meta.seq,
-                ctx.attempt,
-                meta.enqueued_at,
-                meta.scheduled_at,
-            )
-            line = (
-                f"{kind}\t{_NULL if run_id is None else run_id}\t{_NULL if seq is None else seq}\t"
-                f"{_NULL if attempt is None else attempt}\t{self._who}\t{ts!r}\t"
-                f"{_NULL if enq is None else repr(enq)}\t{_NULL if sch is None else repr(sch)}\t{_NULL}\n"
-            )
-        else:
-            line = (
-                "\t".join(
-                    (
-                        kind,
-                        _field(meta.run_id),
-                        _field(meta.seq),
-                        _field(ctx.attempt),
-                        _field(ctx.worker_id or self.worker_id),
-                        _field(self.adapter),
-                        repr(ts),
-                        _field(meta.enqueued_at),
-                        _field(meta.scheduled_at),
-                        _field(error[:2000] if error else None),
-                    )
+        if error is None and type(ts) is float:
+            self.record_job(kind, self.job_parts(meta, ctx), ts)
+            return
+        line = (
+            "\t".join(
+                (
+                    kind,
+                    _field(meta.run_id),
+                    _field(meta.seq),
+                    _field(ctx.attempt),
+                    _field(ctx.worker_id or self.worker_id),
+                    _field(self.adapter),
+                    repr(ts),
+                    _field(meta.enqueued_at),
+                    _field(meta.scheduled_at),
+                    _field(error[:2000] if error else None),
                 )
-                + "\n"
             )
+            + "\n"
+        )
         os.write(self._fd, line.encode())
+
+    def job_parts(self, meta: Meta, ctx: Ctx) -> tuple[str, str]:
+        """What every line of one attempt without an error shares: the fields before and after `ts`.
+
+        `contract.execute` formats them once per job for its start and finish lines (`record_job`).
+        """
+        who = self._who if not ctx.worker_id or ctx.worker_id == self.worker_id else None
+        if who is None:
+            who = f"{_field(ctx.worker_id)}\t{_field(self.adapter)}"
+        run_id, seq, attempt, enq, sch = (
+            meta.run_id,
+            meta.seq,
+            ctx.attempt,
+            meta.enqueued_at,
+            meta.scheduled_at,
+        )
+        return (
+            f"\t{_NULL if run_id is None else run_id}\t{_NULL if seq is None else seq}\t"
+            f"{_NULL if attempt is None else attempt}\t{who}\t",
+            f"\t{_NULL if enq is None else repr(enq)}\t{_NULL if sch is None else repr(sch)}\t{_NULL}\n",
+        )
+
+    def record_job(self, kind: str, parts: tuple[str, str], ts: float) -> None:
+        """Append one event line of an attempt whose `job_parts` are formatted already."""
+        os.write(self._fd, f"{kind}{parts[0]}{ts!r}{parts[1]}".encode())
 
     def close(self) -> None:
         try:

@@ -48,5 +48,11 @@ def test_fast_and_general_paths_write_the_same_line(tmp_path, meta, ctx, error):
     for kind in ("start", "finish", "fail"):
         rec.record(kind, meta, ctx, ts, error)
         expected += general_line(kind, meta, ctx, ts, error)
+    if error is None:
+        # contract.execute's path: the shared fields formatted once for a job's start and finish
+        parts = rec.job_parts(meta, ctx)
+        for kind in ("start", "finish"):
+            rec.record_job(kind, parts, ts)
+            expected += general_line(kind, meta, ctx, ts, None)
     rec.close()
     assert (tmp_path / "w.spool").read_text() == expected
