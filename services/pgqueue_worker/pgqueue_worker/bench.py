@@ -377,8 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         # every setting that shapes the hot path is stated, the worker's defaults unless overridden
         defaults = Config()
         worker_args = ["--processes", str(args.processes), "--threads", str(args.threads)]
-        worker_args += ["--batch-size", str(args.batch_size or defaults.batch_size)]
-        worker_args += ["--prefetch", str(args.prefetch if args.prefetch is not None else defaults.prefetch)]
+        for name in ("batch_size", "prefetch"):
+            value = getattr(args, name)
+            worker_args += [
+                f"--{name.replace('_', '-')}",
+                str(getattr(defaults, name) if value is None else value),
+            ]
         worker_args += ["--flush-interval", f"{defaults.flush_interval:g}"]
         figures: dict[str, Any] = {"database": where, "worker_args": worker_args}
         with db.connect(url, role="bench-pgqueue", autocommit=True) as conn:
