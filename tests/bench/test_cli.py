@@ -61,7 +61,7 @@ def small_matrix(pg_server, template_db, tmp_path_factory):
 
 
 def test_a_small_matrix_writes_every_output_file(small_matrix):
-    _url, out, result = small_matrix
+    url, out, result = small_matrix
     assert result.returncode == 0, result.stderr[-3000:]
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 0, name
@@ -82,6 +82,14 @@ def test_a_small_matrix_writes_every_output_file(small_matrix):
     assert "## Fault runs" in (out / "summary.md").read_text()
     csv_lines = (out / "results.csv").read_text().splitlines()
     assert len(csv_lines) == len(runs) + 1
+    # Between runs the harness deleted each pgqueue run's finished jobs from its queue (docs/benchmark.md).
+    with psycopg.connect(url) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM queue.pgqueue_jobs WHERE queue IN "
+            "(SELECT metrics->>'queue' FROM benchmark_runs WHERE adapter = 'pgqueue' AND id = ANY(%s))",
+            ([r["run_id"] for r in runs],),
+        ).fetchone()[0]
+    assert left == 0
 
 
 def recount(url: str, run_id: int, n: int) -> dict[str, int]:

@@ -261,3 +261,28 @@ def test_queue_busy_until_nothing_is_left_to_run(conn):
     )
     assert not pgqueue.queue_busy(conn, "drainq"), "only finished jobs are left; otherq is not drainq"
     assert pgqueue.queue_busy(conn, "otherq")
+
+
+def test_delete_finished_takes_only_the_finished_jobs_of_one_queue(conn):
+    done, dropped, gone = (pgqueue.enqueue(conn, "noop", queue="cleanq") for _ in range(3))
+    waiting = pgqueue.enqueue(conn, "noop", queue="cleanq")
+    later = pgqueue.enqueue(conn, "noop", queue="cleanq", run_at=dt.timedelta(hours=1))
+    other = pgqueue.enqueue(conn, "noop", queue="otherq")
+    conn.execute(
+        "UPDATE queue.pgqueue_jobs SET state = 'completed', attempt = 1, attempted_at = now(), finished_at = now() "
+        "WHERE id = ANY(%s)",
+        ([done, other],),
+    )
+    assert pgqueue.discard(conn, [dropped]) == 1
+    assert pgqueue.cancel(conn, [gone]) == 1
+    assert pgqueue.delete_finished(conn, "cleanq") == 3
+    left = {
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM queue.pgqueue_jobs WHERE id = ANY(%s)",
+            ([done, dropped, gone, waiting, later, other],),
+        )
+    }
+    assert left == {waiting, later, other}, "available and scheduled jobs stay; another queue is not touched"
+    with pytest.raises(pgqueue.InvalidJob):
+        pgqueue.delete_finished(conn, "Not A Queue!")

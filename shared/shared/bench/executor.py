@@ -478,6 +478,25 @@ class Executor:
         )
         if interrupted:
             raise KeyboardInterrupt
+        if self.mode == "managed":
+            self._settle(case, queue)
+
+    def _settle(self, case: Case, queue: str) -> None:
+        """Between two runs, outside every measured window: leave the database as the next run should
+        find it, so that no repetition pays for its predecessors' rows.
+
+        pgqueue's finished jobs of the run are deleted from its queue (the harness owns it; pgqueue's
+        cleaner would delete them once their retention passed), and the tables the run wrote are
+        vacuumed, so that no autovacuum of them starts inside the next run. Only in managed mode: an
+        attached worker's queue and database are not the harness's to clean. kombu's message table is
+        left as kombu keeps it (it never deletes a row: docs/celery.md)."""
+        tables = ["job_events"] if case.recording else []
+        if case.adapter == "pgqueue":
+            mod = adapters.pgqueue_module()
+            self.harness.call(lambda conn: mod.delete_finished(conn, queue))
+            tables.append("queue.pgqueue_jobs")
+        if tables:
+            self.harness.execute(f"VACUUM {', '.join(tables)}")
 
     def _run_environment(self, case: Case) -> dict[str, Any]:
         env = dict(self.env_info)

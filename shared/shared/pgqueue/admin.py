@@ -129,6 +129,18 @@ def queue_busy(conn: Any, queue: str) -> bool:
     return bool(row and row[0])
 
 
+def delete_finished(conn: Any, queue: str) -> int:
+    """Delete every finished job of `queue` now, ignoring retention; return how many.
+
+    For a caller that owns the queue, such as the benchmark between two runs; the cleaner does the same
+    for every queue once a job's retention has passed.
+    """
+    raw = raw_connection(conn)
+    with raw.cursor() as cur:
+        cur.execute(queries.get("delete_finished"), {"queue": check_queue(queue)})
+        return cur.rowcount
+
+
 def pause_queue(conn: Any, name: str) -> None:
     """Pause queue `name`: workers claim nothing from it until it is resumed (running jobs finish)."""
     raw = raw_connection(conn)

@@ -284,6 +284,12 @@ SELECT (SELECT 1 FROM queue.pgqueue_jobs WHERE state = 'available' AND queue = %
     OR (SELECT 1 FROM queue.pgqueue_jobs WHERE state IN ('scheduled', 'retryable') AND queue = %(queue)s
          ORDER BY run_at LIMIT 1) IS NOT NULL;
 
+-- delete_finished --
+-- Delete the finished jobs (completed, discarded, cancelled) of queue %(queue)s now, whatever their
+-- retention: what the cleaner would do later, for a caller that owns the queue (the benchmark, between runs).
+DELETE FROM queue.pgqueue_jobs
+ WHERE queue = %(queue)s AND state IN ('completed', 'discarded', 'cancelled');
+
 -- get_job --
 SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, created_at, attempted_at,
        finished_at, worker_id, unique_key, timeout, params, meta, errors
