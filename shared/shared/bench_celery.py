@@ -34,7 +34,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from shared import celery_app, db, embedded, settings
+from shared import celery_app, db, embedded, settings, spool
 from shared import migrate as migrate_mod
 
 BIN = Path(sys.executable).parent
@@ -204,10 +204,6 @@ class Event:
     error: str | None = None
 
 
-def _opt(v: str) -> str | None:
-    return None if v == "\\N" else v
-
-
 def read_events(directory: Path, run_id: int | None = None) -> list[Event]:
     """Every complete record in the spool files under `directory` (of run `run_id`), in time order."""
     events: list[Event] = []
@@ -221,23 +217,22 @@ def read_events(directory: Path, run_id: int | None = None) -> list[Event]:
         except FileNotFoundError:
             continue
         for line in data[: data.rfind(b"\n") + 1].decode(errors="replace").splitlines():
-            f = line.split("\t")
-            if len(f) < 10:
+            f = spool.parse_line(line)
+            if f is None:
                 continue
-            rid = _opt(f[1])
+            rid, seq = f["run_id"], f["seq"]
             if run_id is not None and (rid is None or int(rid) != run_id):
                 continue
-            seq = _opt(f[2])
             events.append(
                 Event(
-                    kind=f[0],
+                    kind=f["kind"] or "",
                     run_id=int(rid) if rid is not None else None,
                     seq=int(seq) if seq is not None else None,
-                    attempt=int(f[3]),
-                    worker_id=f[4],
-                    ts=float(f[6]),
+                    attempt=int(f["attempt"] or 1),
+                    worker_id=f["worker_id"] or "",
+                    ts=int(f["ts_us"] or 0) / 1e6,
                     pid=pid,
-                    error=_opt(f[9]),
+                    error=f["error"],
                 )
             )
     events.sort(key=lambda e: e.ts)

@@ -71,30 +71,29 @@ def _opt_float(v: Any) -> float | None:
 
 
 def execute(task: str, params: dict[str, Any] | None, meta: Meta | dict[str, Any] | None, ctx: Ctx) -> Any:
-    """Run workload `task` with `params`, recording start and finish when `meta` has a run id.
+    """Run workload `task` with `params`, recording start and finish when `meta` has a run id and seq.
 
-    Raises `workloads.UnknownTask` for an unregistered task (before anything is recorded) and
-    re-raises whatever the workload raised, after recording the failure.
+    Raises `workloads.UnknownTask` for an unregistered task and `ValueError` for a malformed `meta`
+    (both before anything is recorded), and re-raises whatever the workload raised, after recording
+    the failure. `meta` is read as it travelled (a dict): building a `Meta` per job would cost more
+    than the rest of a no-op job.
     """
     from shared import spool, workloads
 
     fn = workloads.get(task)
-    if not isinstance(meta, Meta):
-        meta = Meta.from_dict(meta)
+    m = meta.to_dict() if isinstance(meta, Meta) else (meta or {})
     if ctx.seq is None:
-        ctx.seq = meta.seq
-    recorder = spool.current() if meta.run_id is not None else None
-    if recorder is not None:
-        parts = recorder.job_parts(meta, ctx)
-        recorder.record_job("start", parts, time.time())
+        ctx.seq = _opt_int(m.get("seq"))
+    recorder = spool.current() if spool.recordable(m) else None
+    head = recorder.start(m, ctx) if recorder is not None else None
     try:
         result = fn(ctx, **(params or {}))
     except BaseException as exc:
         if recorder is not None:
-            recorder.record("fail", meta, ctx, time.time(), f"{type(exc).__name__}: {exc}")
+            recorder.record("fail", m, ctx, time.time(), f"{type(exc).__name__}: {exc}")
         raise
-    if recorder is not None:
-        recorder.record_job("finish", parts, time.time())
+    if recorder is not None and head is not None:
+        recorder.finish(head)
     return result
 
 

@@ -121,7 +121,9 @@ class BenchmarkRun(Base):
 class JobEvent(Base):
     """One start, finish or failure of one job attempt, as a worker's spool recorded it.
 
-    `ts` is the acting process's wall clock (`time.time()`), never the database's `now()`.
+    `ts_us` is the acting process's wall clock (`time.time()`) in integer microseconds since the epoch
+    (migration a0003), never the database's `now()`; a start also carries the sender's `enqueued_us`
+    and `scheduled_us` from the job's meta.
     The audit key is `(run_id, seq)`. An append-only log, read by run (migration a0002): no primary
     key (a surrogate key cost every record a sequence value and an index entry) and a BRIN index on
     `run_id` (runs are loaded in time order). The ORM, which needs an identity, maps the columns that
@@ -136,16 +138,16 @@ class JobEvent(Base):
     adapter: Mapped[str] = mapped_column(sa.Text)
     attempt: Mapped[int] = mapped_column(sa.Integer)
     worker_id: Mapped[str] = mapped_column(sa.Text)
-    ts: Mapped[float] = mapped_column(sa.Double)
-    enqueued_at: Mapped[float | None] = mapped_column(sa.Double)
-    scheduled_at: Mapped[float | None] = mapped_column(sa.Double)
+    ts_us: Mapped[int] = mapped_column(sa.BigInteger)
+    enqueued_us: Mapped[int | None] = mapped_column(sa.BigInteger)
+    scheduled_us: Mapped[int | None] = mapped_column(sa.BigInteger)
     error: Mapped[str | None] = mapped_column(sa.Text)
 
     __table_args__ = (
         sa.CheckConstraint(_in("kind", EVENT_KINDS), name="kind"),
         sa.Index("ix_job_events_run", "run_id", postgresql_using="brin"),
     )
-    __mapper_args__ = {"primary_key": [run_id, seq, kind, attempt, worker_id, ts]}
+    __mapper_args__ = {"primary_key": [run_id, seq, kind, attempt, worker_id, ts_us]}
 
 
 class SpoolProgress(Base):

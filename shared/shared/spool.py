@@ -1,21 +1,36 @@
 """The crash-safe recorder (design section 6a): one spool file per worker process, loaded in batches.
 
-Each start, finish and failure is one line appended with a single unbuffered `os.write` on an
-`O_APPEND` descriptor: it survives SIGKILL of the process, costs microseconds and needs no database
-round trip per job. A `SpoolLoader` thread copies new complete lines into `job_events` at least every
-second and on exit; the rows and the loaded byte offset (`spool_progress`) commit in one transaction,
-so every line is loaded exactly once, by the worker itself or, after it died, by the harness
-(`load_file`).
+Each start, finish and failure is one line appended to the process's own spool file, unbuffered: the
+line is in the file (the kernel's page cache) when the call returns, so it survives SIGKILL of the
+process, costs microseconds and needs no database round trip per job. A `SpoolLoader` thread copies
+new complete lines into `job_events` at least every second and on exit; the rows and the loaded byte
+offset (`spool_progress`) commit in one transaction, so every line is loaded exactly once, by the
+worker itself or, after it died, by the harness (`load_file`).
+
+The lines are appended through a shared memory map of the file, not with `write(2)`: a system call
+releases Python's GIL, and in a threaded worker every release hands the GIL to another thread and
+costs context switches (with five threads recording, 20 us per no-op job against 5 us with one; see
+docs/benchmarks.md). A store into the map is a memory copy under the GIL, atomic between threads.
+The file is extended ahead of the writes, so its unwritten tail reads as NUL bytes until the recorder
+closes and trims it; readers take the complete lines before the first NUL (`complete_lines`).
+
+Lines are in COPY's text format, so the loader hands them to the database as they are. Times are
+integer microseconds since the Unix epoch: Python formats an integer several times faster than a
+float (`repr` of a float was most of a no-op job's recording cost), and the database parses it faster.
+A finish line leaves out the enqueue and schedule times its start line carries.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import mmap
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -31,12 +46,17 @@ COLUMNS = (
     "attempt",
     "worker_id",
     "adapter",
-    "ts",
-    "enqueued_at",
-    "scheduled_at",
+    "ts_us",
+    "enqueued_us",
+    "scheduled_us",
     "error",
 )
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\\\0"})
+_NULL = "\\N"
+_FINISH_TAIL = f"\t{_NULL}\t{_NULL}\t{_NULL}\n"
+_BIGINT = 1 << 63
+_WINDOW = 1 << 20
+"""Bytes of the spool file mapped at a time (the resident part counts in the worker's memory)."""
 
 
 def spool_dir() -> Path:
@@ -44,24 +64,59 @@ def spool_dir() -> Path:
     return Path(os.environ.get("BENCH_SPOOL_DIR") or settings.DATA_DIR / "spool")
 
 
-_NULL = "\\N"
+def micros(seconds: float) -> int:
+    """Seconds since the epoch (`time.time()`) as the integer microseconds a record stores."""
+    return round(seconds * 1_000_000)
+
+
+def now_us() -> int:
+    """The wall clock in integer microseconds since the epoch."""
+    return time.time_ns() // 1000
 
 
 def _field(v: object) -> str:
+    return _NULL if v is None else str(v).translate(_ESCAPES)
+
+
+def _key(v: Any, name: str) -> int:
+    """A meta integer as the bigint column takes it; anything else is the sender's mistake."""
+    n = int(v)
+    if not -_BIGINT <= n < _BIGINT:
+        raise ValueError(f"meta {name} out of range: {n}")
+    return n
+
+
+def _time_us(v: Any, name: str) -> str:
     if v is None:
-        return "\\N"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v).translate(_ESCAPES)
+        return _NULL
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"meta {name} is not a time: {v!r}")
+    return str(_key(micros(f), name))
+
+
+def recordable(meta: Mapping[str, Any] | Meta | None) -> bool:
+    """Whether a job's meta asks for records: it carries the audit key, `run_id` and `seq`."""
+    if isinstance(meta, Meta):
+        return meta.run_id is not None and meta.seq is not None
+    return meta is not None and meta.get("run_id") is not None and meta.get("seq") is not None
+
+
+def parse_line(line: str) -> dict[str, str | None] | None:
+    """One spool line's fields by column name (`None` for NULL, escapes left as written); `None` for a
+    line that is not a record. For readers of spool files; the loader hands lines to COPY as they are."""
+    f = line.rstrip("\n").split("\t")
+    if len(f) != len(COLUMNS):
+        return None
+    return {name: None if v == _NULL else v for name, v in zip(COLUMNS, f, strict=True)}
 
 
 class SpoolRecorder:
-    """Appends job events to one file with unbuffered writes. Thread-safe (one `write` per line).
+    """Appends job events to one file, unbuffered, through a memory map. Thread-safe.
 
-    Both queues record through this one class, so recording costs them the same. A line without an
-    error is formatted around the fields its attempt's lines share (`job_parts`), which
-    `contract.execute` formats once for a job's start and finish: recording is most of a no-op job's
-    cost, so it is kept small.
+    Both queues record through this one class, so recording costs them the same. `contract.execute`
+    records an attempt with `start`, which formats the fields its finish line shares once, and
+    `finish`; `record` writes any other line (a failure, with its error).
     """
 
     def __init__(self, path: Path, worker_id: str, adapter: str) -> None:
@@ -69,63 +124,115 @@ class SpoolRecorder:
         self.worker_id = worker_id
         self.adapter = adapter
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._who = f"{_field(worker_id)}\t{_field(adapter)}"
+        self._lock = threading.Lock()
+        self._closed = False
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        end = _data_end(self._fd)
+        os.ftruncate(self._fd, end)  # a partial line left by a killed writer goes
+        self._map_from(end, 0)
 
-    def record(self, kind: str, meta: Meta, ctx: Ctx, ts: float, error: str | None = None) -> None:
-        """Append one event line (COPY text format)."""
-        if error is None and type(ts) is float:
-            self.record_job(kind, self.job_parts(meta, ctx), ts)
-            return
-        line = (
-            "\t".join(
-                (
-                    kind,
-                    _field(meta.run_id),
-                    _field(meta.seq),
-                    _field(ctx.attempt),
-                    _field(ctx.worker_id or self.worker_id),
-                    _field(self.adapter),
-                    repr(ts),
-                    _field(meta.enqueued_at),
-                    _field(meta.scheduled_at),
-                    _field(error[:2000] if error else None),
-                )
-            )
-            + "\n"
-        )
-        os.write(self._fd, line.encode())
+    def _map_from(self, end: int, need: int) -> None:
+        """Map the window of the file that starts at the page holding `end` and fits `need` more bytes."""
+        base = end - end % mmap.ALLOCATIONGRANULARITY
+        size = max(_WINDOW, end - base + need)
+        size += -size % mmap.PAGESIZE
+        # Allocated ahead (reads as NUL bytes until written), so that a full disk raises OSError here
+        # instead of SIGBUS at a store into the map (where there is no posix_fallocate, as on macOS, the
+        # file is only extended).
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(self._fd, base, size)
+        elif os.fstat(self._fd).st_size < base + size:
+            os.ftruncate(self._fd, base + size)
+        window = mmap.mmap(self._fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+        window.seek(end - base)
+        self._base, self._map = base, window
 
-    def job_parts(self, meta: Meta, ctx: Ctx) -> tuple[str, str]:
-        """What every line of one attempt without an error shares: the fields before and after `ts`.
+    def _append(self, data: bytes) -> None:
+        """Append one line: a single `mmap.write`, which copies the whole line or raises, under the GIL."""
+        window = self._map
+        try:
+            window.write(data)
+        except ValueError:  # the window is full, or another thread moved on to the next one
+            with self._lock:
+                if self._closed:
+                    raise ValueError(f"spool recorder {self.path} is closed") from None
+                if self._map is window:
+                    end = self._base + window.tell()
+                    window.seek(len(window))  # sealed: a thread still holding it fails and comes here
+                    self._map_from(end, len(data))
+            self._append(data)
 
-        `contract.execute` formats them once per job for its start and finish lines (`record_job`).
-        """
-        who = self._who if not ctx.worker_id or ctx.worker_id == self.worker_id else None
-        if who is None:
+    def _head(self, meta: Mapping[str, Any], ctx: Ctx) -> str:
+        """The fields between `kind` and the time: the audit key, attempt, worker and adapter."""
+        who = self._who
+        if ctx.worker_id and ctx.worker_id != self.worker_id:
             who = f"{_field(ctx.worker_id)}\t{_field(self.adapter)}"
-        run_id, seq, attempt, enq, sch = (
-            meta.run_id,
-            meta.seq,
-            ctx.attempt,
-            meta.enqueued_at,
-            meta.scheduled_at,
-        )
-        return (
-            f"\t{_NULL if run_id is None else run_id}\t{_NULL if seq is None else seq}\t"
-            f"{_NULL if attempt is None else attempt}\t{who}\t",
-            f"\t{_NULL if enq is None else repr(enq)}\t{_NULL if sch is None else repr(sch)}\t{_NULL}\n",
-        )
+        return f"\t{_key(meta['run_id'], 'run_id')}\t{_key(meta['seq'], 'seq')}\t{int(ctx.attempt)}\t{who}\t"
 
-    def record_job(self, kind: str, parts: tuple[str, str], ts: float) -> None:
-        """Append one event line of an attempt whose `job_parts` are formatted already."""
-        os.write(self._fd, f"{kind}{parts[0]}{ts!r}{parts[1]}".encode())
+    def start(self, meta: Mapping[str, Any], ctx: Ctx) -> str:
+        """Record the start of an attempt now; return what its `finish` line shares with it.
+
+        `meta` must be `recordable`; a malformed value raises `ValueError` before anything is written.
+        """
+        head = self._head(meta, ctx)
+        enqueued = _time_us(meta.get("enqueued_at"), "enqueued_at")
+        scheduled = _time_us(meta.get("scheduled_at"), "scheduled_at")
+        self._append(f"start{head}{time.time_ns() // 1000}\t{enqueued}\t{scheduled}\t{_NULL}\n".encode())
+        return head
+
+    def finish(self, head: str) -> None:
+        """Record now the finish of the attempt whose `start` returned `head`."""
+        self._append(f"finish{head}{time.time_ns() // 1000}{_FINISH_TAIL}".encode())
+
+    def record(
+        self,
+        kind: str,
+        meta: Mapping[str, Any] | Meta,
+        ctx: Ctx,
+        ts: float,
+        error: str | None = None,
+    ) -> None:
+        """Append one event line at `ts` (seconds since the epoch), e.g. a failure with its error."""
+        m = meta.to_dict() if isinstance(meta, Meta) else meta
+        enqueued = _time_us(m.get("enqueued_at"), "enqueued_at") if kind == "start" else _NULL
+        scheduled = _time_us(m.get("scheduled_at"), "scheduled_at") if kind == "start" else _NULL
+        error = _field(error[:2000] if error else None)
+        line = f"{kind}{self._head(m, ctx)}{micros(ts)}\t{enqueued}\t{scheduled}\t{error}\n"
+        self._append(line.encode())
 
     def close(self) -> None:
-        try:
+        """Trim the file to its lines and close it; a later record raises `ValueError`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            window = self._map
+            end = self._base + window.tell()
+            window.seek(len(window))
+            try:
+                window.close()
+            except BufferError:  # a thread is still copying into it; unmapped when it lets go
+                pass
+            os.ftruncate(self._fd, end)
             os.close(self._fd)
-        except OSError:
-            pass
+
+
+def _data_end(fd: int) -> int:
+    """Where the complete lines of an existing spool file end. Its unwritten tail (at most one window
+    of NUL bytes) and a line a killed writer left half copied are past that point."""
+    size = os.fstat(fd).st_size
+    n = min(size, 2 * _WINDOW + mmap.ALLOCATIONGRANULARITY)
+    return size - n + len(complete_lines(os.pread(fd, n, size - n)))
+
+
+def complete_lines(data: bytes) -> bytes:
+    """The complete lines at the start of what was read from a spool file: up to the last newline
+    before the first NUL byte (a mapped file's unwritten tail, or a line still being copied)."""
+    nul = data.find(b"\0")
+    if nul >= 0:
+        data = data[:nul]
+    return data[: data.rfind(b"\n") + 1]
 
 
 _current: SpoolRecorder | None = None
@@ -172,11 +279,10 @@ def load_file(conn: psycopg.Connection, path: Path, worker_id: str, max_bytes: i
                     chunk = f.read(max_bytes)
             except FileNotFoundError:
                 return total
-            end = chunk.rfind(b"\n")
-            if end < 0:
+            data = complete_lines(chunk)
+            if not data:
                 conn.execute("UPDATE spool_progress SET loaded_at = now() WHERE path = %s", (str(path),))
                 return total
-            data = chunk[: end + 1]
             with conn.cursor().copy(f"COPY job_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:  # noqa: S608
                 copy.write(data)
             conn.execute(

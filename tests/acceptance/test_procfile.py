@@ -36,7 +36,7 @@ def send_and_wait(url: str, run_id: int) -> list[str]:
     def finished():
         with db.connect(url) as conn:
             return conn.execute(
-                "SELECT array_agg(kind ORDER BY ts) FROM job_events WHERE run_id = %s", (run_id,)
+                "SELECT array_agg(kind ORDER BY ts_us) FROM job_events WHERE run_id = %s", (run_id,)
             ).fetchone()[0]
 
     return wait_until(finished, 60, message="celery task start and finish records")

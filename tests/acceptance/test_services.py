@@ -67,7 +67,7 @@ def test_celery_worker_runs_a_noop_sent_from_the_web_side(database_url, output_d
         def finished():
             with db.connect(database_url) as conn:
                 return conn.execute(
-                    "SELECT array_agg(kind ORDER BY ts) FROM job_events WHERE run_id = 42 AND seq = 1"
+                    "SELECT array_agg(kind ORDER BY ts_us) FROM job_events WHERE run_id = 42 AND seq = 1"
                 ).fetchone()[0]
 
         assert wait_until(finished, 30, message="start and finish records") == ["start", "finish"]

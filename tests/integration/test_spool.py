@@ -30,13 +30,15 @@ def test_lines_load_exactly_once(database_url, spool_dir):
 
 def test_a_partial_last_line_waits_for_its_end(database_url, spool_dir):
     path = spool_dir / "w2-1.spool"
-    path.write_text("start\t1\t1\t1\tw2\tcelery\t1.0\t\\N\t\\N\t\\N\nfinish\t1\t1\t1\tw2\tcel")
+    path.write_text("start\t1\t1\t1\tw2\tcelery\t1000000\t\\N\t\\N\t\\N\nfinish\t1\t1\t1\tw2\tcel")
     with db.connect(database_url) as conn:
         assert spool.load_file(conn, path, "w2") == 1
         with open(path, "a") as f:
-            f.write("ery\t2.0\t\\N\t\\N\t\\N\n")
+            f.write("ery\t2000000\t\\N\t\\N\t\\N\n")
         assert spool.load_file(conn, path, "w2") == 1
-    assert count(database_url, "SELECT string_agg(kind, ',' ORDER BY ts) FROM job_events") == "start,finish"
+    assert (
+        count(database_url, "SELECT string_agg(kind, ',' ORDER BY ts_us) FROM job_events") == "start,finish"
+    )
 
 
 def test_records_survive_sigkill_and_the_loader_picks_up_every_process(database_url, spool_dir):

@@ -43,7 +43,7 @@ def test_priority_order_and_run_at_are_honoured(workers, qconn):
     order = [
         seq
         for (seq,) in qconn.execute(
-            "SELECT seq FROM job_events WHERE run_id = 2 AND kind = 'start' AND seq < 100 ORDER BY ts"
+            "SELECT seq FROM job_events WHERE run_id = 2 AND kind = 'start' AND seq < 100 ORDER BY ts_us"
         ).fetchall()
     ]
     priorities = [jobs[s].priority for s in order]

@@ -258,11 +258,12 @@ def bench_latency(
     finally:
         w.stop()
     rows = conn.execute(
-        "SELECT ts - enqueued_at, ts - scheduled_at FROM job_events WHERE run_id = %s AND kind = 'start'",
+        "SELECT (ts_us - enqueued_us) / 1e3::float8, (ts_us - scheduled_us) / 1e3::float8 FROM job_events "
+        "WHERE run_id = %s AND kind = 'start'",
         (RUN_ID,),
     ).fetchall()
-    waits = [r[0] * 1000 for r in rows]
-    from_scheduled = [r[1] * 1000 for r in rows]
+    waits = [r[0] for r in rows]
+    from_scheduled = [r[1] for r in rows]
     shutil.rmtree(spool_dir, ignore_errors=True)
     return {
         "jobs": len(rows),

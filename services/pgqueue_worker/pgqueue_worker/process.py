@@ -275,10 +275,9 @@ class WorkerProcess:
                 f"job {job.id} ran past its timeout of {job.timeout}s (attempt {job.attempt})"
             )
             log.warning("%s; the attempt fails, the thread is left to finish", exc)
-            if self.recorder is not None and job.meta and job.meta.get("run_id") is not None:
-                meta = contract.Meta.from_dict(job.meta)
+            if self.recorder is not None and spool.recordable(job.meta):
                 ctx = contract.Ctx("pgqueue", attempt=job.attempt, worker_id=self.worker_id, job_id=job.id)
-                self.recorder.record("fail", meta, ctx, time.time(), f"JobTimeout: {exc}")
+                self.recorder.record("fail", job.meta, ctx, time.time(), f"JobTimeout: {exc}")
             self.completer.fail(job.id, job.attempt, error_record(exc, job.attempt, self.worker_id, tb=False))
         return next_in
 

@@ -118,7 +118,8 @@ def audit(enqueued: Iterable[int], events: Iterable[Event]) -> Audit:
 def load_events(conn: psycopg.Connection, run_id: int) -> list[Event]:
     """Every recorded event of run `run_id`."""
     rows = conn.execute(
-        "SELECT seq, kind, ts, attempt, worker_id FROM job_events WHERE run_id = %s", (run_id,)
+        "SELECT seq, kind, ts_us / 1e6::float8, attempt, worker_id FROM job_events WHERE run_id = %s",
+        (run_id,),
     ).fetchall()
     return [Event(int(s), k, float(t), int(a), w) for s, k, t, a, w in rows]
 

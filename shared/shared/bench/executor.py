@@ -635,7 +635,7 @@ class Executor:
         """Wait (with a deadline) until every worker that may hold records of this experiment has
         loaded its spool past the experiment's last record. Stopped workers did a final load."""
         row = self.harness.execute(
-            "SELECT max(e.ts) FROM job_events e JOIN benchmark_runs r ON r.id = e.run_id "
+            "SELECT max(e.ts_us) / 1e6::float8 FROM job_events e JOIN benchmark_runs r ON r.id = e.run_id "
             "WHERE r.experiment_id = %s",
             (self.experiment_id,),
         ).fetchone()

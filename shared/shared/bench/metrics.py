@@ -48,16 +48,17 @@ def job_timings(conn: psycopg.Connection, run_id: int) -> list[Timing]:
     rows = conn.execute(
         """
         SELECT seq,
-               min(enqueued_at), min(scheduled_at),
-               min(ts) FILTER (WHERE kind = 'start'),
-               min(ts) FILTER (WHERE kind = 'finish')
+               min(enqueued_us) / 1e6::float8, min(scheduled_us) / 1e6::float8,
+               min(ts_us) FILTER (WHERE kind = 'start') / 1e6::float8,
+               min(ts_us) FILTER (WHERE kind = 'finish') / 1e6::float8
           FROM job_events WHERE run_id = %s GROUP BY seq
         """,
         (run_id,),
     ).fetchall()
     # The completed attempt's start: the last start before the first finish.
     starts = conn.execute(
-        "SELECT seq, ts FROM job_events WHERE run_id = %s AND kind = 'start' ORDER BY seq, ts", (run_id,)
+        "SELECT seq, ts_us / 1e6::float8 FROM job_events WHERE run_id = %s AND kind = 'start' ORDER BY seq, ts_us",
+        (run_id,),
     ).fetchall()
     by_seq: dict[int, list[float]] = defaultdict(list)
     for seq, ts in starts:
@@ -131,7 +132,8 @@ def throughput_series(
 
 def finish_times(conn: psycopg.Connection, run_id: int) -> list[float]:
     rows = conn.execute(
-        "SELECT min(ts) FROM job_events WHERE run_id = %s AND kind = 'finish' GROUP BY seq", (run_id,)
+        "SELECT min(ts_us) / 1e6::float8 FROM job_events WHERE run_id = %s AND kind = 'finish' GROUP BY seq",
+        (run_id,),
     ).fetchall()
     return sorted(float(r[0]) for r in rows)
 
