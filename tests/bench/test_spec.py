@@ -88,3 +88,24 @@ def test_both_queues_with_equal_total_slots_are_one_comparison():
     assert {c.who for c in noop_bulk} == {"pgqueue", "celery.postgres.defaults"}
     assert len({c.family for c in noop_bulk}) == 1 and noop_bulk[0].family.endswith("/slots10")
     assert spec.family_of("pgqueue/drain/noop/bulk/n5/p2s5.norec") == "drain/noop/bulk/n5/slots10.norec"
+
+
+def test_a_recording_pair_runs_side_by_side_in_alternating_order():
+    s = experiments.validate_spec(
+        {
+            "cases": [
+                {"adapter": "pgqueue", "jobs": 100, "recording": False},
+                {"adapter": "celery", "jobs": 10},
+                {"adapter": "pgqueue", "jobs": 100},
+            ],
+            "repetitions": 4,
+        }
+    )
+    rounds = [[(c.who, c.recording) for c, r in s.schedule() if r == rep] for rep in range(1, 5)]
+    on, off, celery = ("pgqueue", True), ("pgqueue", False), ("celery.postgres.defaults", True)
+    assert rounds == [
+        [celery, on, off],
+        [off, on, celery],
+        [celery, on, off],
+        [off, on, celery],
+    ]

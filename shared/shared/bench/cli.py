@@ -262,7 +262,11 @@ def print_summary(out: Path) -> None:
     if calib:
         print(f"raw SQL ceiling: {calib:.0f} jobs/s")
     for o in data["recording_overhead"]:
-        print(f"recording overhead ({o['case_key']}): {o['overhead_percent']}%")
+        interval = f" [{o['ci_low']}-{o['ci_high']}]" if o.get("ci_low") is not None else ""
+        print(
+            f"recording overhead ({o['case_key']}): {o['overhead_percent']}%{interval} "
+            f"(median of {o['pairs']} side-by-side pairs)"
+        )
     for f in data["faults"]:
         a = f.get("audit") or {}
         print(

@@ -426,25 +426,37 @@ def write(
 
 
 def _overhead(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Paired runs with recording on and off: the recording's cost on wall time to drain."""
+    """Paired runs with recording on and off: the recording's cost on wall time to drain.
+
+    The two runs of a round run side by side (`Spec.schedule`), so the overhead is taken pair by pair,
+    `on / off - 1` per round, and summarised by its median with a bootstrap interval: a machine whose
+    speed drifts from round to round moves both runs of a pair alike. The medians of each side are
+    reported too. "No clear difference" when the interval holds 0.
+    """
     out = []
     norec = {c["case_key"].replace(".norec", ""): c for c in cases if not c["recording"]}
     for c in cases:
         pair = norec.get(c["case_key"])
         if pair is None or not c["recording"]:
             continue
-        on = c["estimates"].get("wall_seconds", {}).get("median")
-        off = pair["estimates"].get("wall_seconds", {}).get("median")
+        on_by_round, off_by_round = (
+            {r["repetition"]: r["wall_seconds"] for r in x["repetitions"] if r.get("wall_seconds")}
+            for x in (c, pair)
+        )
+        rounds = sorted(set(on_by_round) & set(off_by_round))
+        per_round = [round(100 * (on_by_round[r] / off_by_round[r] - 1), 2) for r in rounds]
+        est = statistics.bootstrap_ci(per_round)
         out.append(
             {
                 "case_key": c["case_key"],
-                "wall_seconds_recording_on": on,
-                "wall_seconds_recording_off": off,
-                "overhead_percent": round(100 * (on - off) / off, 1) if on and off else None,
-                "no_clear_difference": statistics.overlap(
-                    statistics.Estimate(**_est_args(c, "wall_seconds")),
-                    statistics.Estimate(**_est_args(pair, "wall_seconds")),
-                ),
+                "wall_seconds_recording_on": c["estimates"].get("wall_seconds", {}).get("median"),
+                "wall_seconds_recording_off": pair["estimates"].get("wall_seconds", {}).get("median"),
+                "pairs": len(per_round),
+                "per_round_percent": per_round,
+                "overhead_percent": round(est.median, 1) if est.median is not None else None,
+                "ci_low": round(est.low, 1) if est.low is not None else None,
+                "ci_high": round(est.high, 1) if est.high is not None else None,
+                "no_clear_difference": est.low is None or est.high is None or est.low <= 0 <= est.high,
             }
         )
     return out
@@ -587,11 +599,14 @@ def _write_summary(
     if result["recording_overhead"]:
         lines += ["## Recording overhead (paired runs, recording on and off)", ""]
         for o in result["recording_overhead"]:
+            interval = f" [{o['ci_low']}–{o['ci_high']}]" if o.get("ci_low") is not None else ""
             lines.append(
-                f"- `{o['case_key']}`: wall time {_fmt(o['wall_seconds_recording_on'])} s with recording, "
-                f"{_fmt(o['wall_seconds_recording_off'])} s without: "
-                f"{o['overhead_percent'] if o['overhead_percent'] is not None else '–'}% "
-                + ("(no clear difference)" if o["no_clear_difference"] else "")
+                f"- `{o['case_key']}`: **{o['overhead_percent'] if o['overhead_percent'] is not None else '–'}%"
+                f"**{interval}, the median of {o.get('pairs', 0)} side-by-side pairs' on/off ratios "
+                f"(per round: {', '.join(f'{x:+g}%' for x in o.get('per_round_percent', []))})"
+                + ("; no clear difference" if o["no_clear_difference"] else "")
+                + f". Median wall time {_fmt(o['wall_seconds_recording_on'])} s with recording, "
+                f"{_fmt(o['wall_seconds_recording_off'])} s without."
             )
         lines.append("")
     faults = result["faults"]

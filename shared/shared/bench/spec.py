@@ -128,15 +128,28 @@ class Spec:
 
     def schedule(self) -> list[tuple[Case, int]]:
         """Runs in execution order: repetition rounds, the case order rotated each round so that no
-        case always goes first (interleaving), fault and one-off cases once, at the end."""
+        case always goes first (interleaving), fault and one-off cases once, at the end.
+
+        A recording-off case runs right beside its recording twin, before it in every other round, so
+        that each round's pair meets the same machine and neither side always follows the same run:
+        the recording overhead is taken pair by pair (`report`)."""
         regular = [c for c in self.cases if c.scenario != "fault" and not c.repetitions]
         single = [c for c in self.cases if c.scenario == "fault" or c.repetitions]
+        keys = {c.key for c in regular}
+        twins = {
+            c.key.removesuffix(".norec"): c
+            for c in regular
+            if not c.recording and c.key.removesuffix(".norec") in keys
+        }
+        lead = [c for c in regular if c.recording or c.key.removesuffix(".norec") not in keys]
         out: list[tuple[Case, int]] = []
         for rep in range(1, self.repetitions + 1):
-            if regular:
-                shift = (rep - 1) % len(regular)
-                order = regular[shift:] + regular[:shift]
-                out.extend((c, rep) for c in order)
+            if lead:
+                shift = (rep - 1) % len(lead)
+                for c in lead[shift:] + lead[:shift]:
+                    twin = twins.get(c.key)
+                    pair = [c] if twin is None else [c, twin] if rep % 2 else [twin, c]
+                    out.extend((x, rep) for x in pair)
         for c in single:
             reps = 1 if c.scenario == "fault" else (c.repetitions or 1)
             out.extend((c, r) for r in range(1, reps + 1))
