@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
         "--stall-seconds",
         type=float,
         default=None,
-        help="end a run when no job finished for this long (default 20, fault runs 45: pgqueue's rescue)",
+        help="end a run when no job finished for this long (default 20, fault runs 30: pgqueue's rescue)",
     )
     p.add_argument("--loglevel", default="WARNING")
     return p
