@@ -84,7 +84,9 @@ def execute(task: str, params: dict[str, Any] | None, meta: Meta | dict[str, Any
     m = meta.to_dict() if isinstance(meta, Meta) else (meta or {})
     if ctx.seq is None:
         ctx.seq = _opt_int(m.get("seq"))
-    recorder = spool.current() if spool.recordable(m) else None
+    recorder = spool.current()
+    if recorder is not None and not spool.recordable(m):
+        recorder = None
     head = recorder.start(m, ctx) if recorder is not None else None
     try:
         result = fn(ctx, **(params or {}))

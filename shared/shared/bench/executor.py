@@ -491,8 +491,9 @@ class Executor:
         cleaner would delete them once their retention passed). After a large run the tables it wrote
         are vacuumed and analyzed, so that no autovacuum or autoanalyze of them falls due inside the next
         run: an ANALYZE of a large `job_events` holds a snapshot, and while it does, no claim can mark
-        the dead index entries of jobs already claimed, so every claim reads them all again (a likely
-        cause of drains four times slower than their pair). Small runs leave autovacuum little to do. Only in
+        the dead index entries of jobs already claimed, so every claim reads them all again (one suspected
+        cause of drains four times slower than their pair: docs/benchmarks.md). Small runs leave autovacuum
+        little to do. Only in
         managed mode: an attached worker's queue and database are not the harness's to clean. kombu's
         message table is left as kombu keeps it (it never deletes a row: docs/celery.md)."""
         if case.adapter == "pgqueue":
