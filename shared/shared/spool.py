@@ -55,6 +55,8 @@ _NULL = "\\N"
 _NULL_B = b"\\N"
 _BIGINT = 1 << 63
 _MAX_SECONDS = (_BIGINT - 1) / 1_000_000
+_HEAD = b"\t%d\t%d\t%d\t%s\t"
+"""The fields between `kind` and the time: run id, seq, attempt, then worker id and adapter."""
 _WINDOW = 1 << 20
 """Bytes of the spool file mapped at a time (the resident part counts in the worker's memory)."""
 
@@ -67,11 +69,6 @@ def spool_dir() -> Path:
 def micros(seconds: float) -> int:
     """Seconds since the epoch (`time.time()`) as the integer microseconds a record stores."""
     return round(seconds * 1_000_000)
-
-
-def now_us() -> int:
-    """The wall clock in integer microseconds since the epoch."""
-    return time.time_ns() // 1000
 
 
 def _field(v: object) -> str:
@@ -175,7 +172,7 @@ class SpoolRecorder:
         who = self._who
         if ctx.worker_id and ctx.worker_id != self.worker_id:
             who = f"{_field(ctx.worker_id)}\t{_field(self.adapter)}".encode()
-        return b"\t%d\t%d\t%d\t%s\t" % (
+        return _HEAD % (
             _key(meta["run_id"], "run_id"),
             _key(meta["seq"], "seq"),
             _key(ctx.attempt, "attempt"),
@@ -201,7 +198,7 @@ class SpoolRecorder:
             and -_MAX_SECONDS < enq < _MAX_SECONDS
             and (not ctx.worker_id or ctx.worker_id == self.worker_id)
         ):
-            head = b"\t%d\t%d\t%d\t%s\t" % (run_id, seq, attempt, self._who)
+            head = _HEAD % (run_id, seq, attempt, self._who)
             enqueued, scheduled = b"%d" % round(enq * 1_000_000), _NULL_B
         else:
             head = self._head(meta, ctx)
