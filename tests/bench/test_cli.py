@@ -127,6 +127,9 @@ def test_a_celery_fault_run_reports_what_really_happened(small_matrix):
     assert result.returncode == 0, result.stderr[-3000:]
     f = _fault(out, "celery")
     assert f["fault"]["kind"] == "kill_worker" and f["fault"]["pid"]
+    # mid-run: the worker was seen running jobs before it was struck, and the report says when
+    assert f["fault"]["jobs_started_before"] >= 1, f["fault"]
+    assert f"struck after {f['fault']['jobs_started_before']} started" in (out / "summary.md").read_text()
     a = f["audit"]
     mine = recount(url, f["run_id"], a["enqueued"])
     assert a["enqueued"] == 100
@@ -140,7 +143,7 @@ def test_a_pgqueue_fault_run_loses_no_job(small_matrix):
     assert result.returncode == 0, result.stderr[-3000:]
     f = _fault(out, "pgqueue")
     a = f["audit"]
-    assert f["fault"]["pid"]
+    assert f["fault"]["pid"] and f["fault"]["jobs_started_before"] >= 1, f["fault"]
     assert a["lost"] == 0, a
     # pgqueue is at least once: a job the killed process finished but whose completion was still in its buffer is
     # rescued and runs again. The bound is the killed process's slots plus its completion buffer (tests/pgqueue

@@ -601,29 +601,39 @@ class Executor:
     def _fault_thread(
         self, run_id: int, case: Case, group: adapters.WorkerGroup | None, fault_info: dict[str, Any]
     ) -> None:
-        """Inject the case's fault once a third of the jobs finished (as the records show), or once a
-        third of the work's expected busy time passed after the enqueue (the records lag up to a
-        second behind, longer than a fast queue needs for the whole run)."""
+        """Inject the case's fault mid-run: once a third of the jobs finished (as the records show), or
+        once a third of the work's expected busy time passed after the enqueue ended and the first job
+        was seen started (the records lag up to a second behind, longer than a fast queue needs for the
+        whole run). Counting from the first start, not from the enqueue, keeps a slow-starting worker
+        from being struck before it ran anything."""
         busy = case.jobs * float(case.params.get("ms", 0) or 0) / 1000.0 / max(1, case.total_slots)
         try:
             conn = db.connect(self.url, role="harness-fault", autocommit=True)
         except psycopg.Error:
             return
+        first_start_seen: float | None = None
         with conn:
             while not self._fault_done.is_set() and not self.should_stop():
                 try:
-                    done = _first(
-                        conn.execute(
-                            "SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %s AND kind = 'finish'",
-                            (run_id,),
-                        ).fetchone()
-                    )
+                    started, done = conn.execute(
+                        "SELECT count(DISTINCT seq) FILTER (WHERE kind = 'start'), "
+                        "count(DISTINCT seq) FILTER (WHERE kind = 'finish') FROM job_events WHERE run_id = %s",
+                        (run_id,),
+                    ).fetchone() or (0, 0)
                 except psycopg.Error:
                     return
+                if started and first_start_seen is None:
+                    first_start_seen = time.time()
                 enq_done = self._enqueue_done_at
-                due = enq_done is not None and busy > 0 and time.time() >= enq_done + busy * FAULT_AT
+                due = (
+                    enq_done is not None
+                    and first_start_seen is not None
+                    and busy > 0
+                    and time.time() >= max(enq_done, first_start_seen) + busy * FAULT_AT
+                )
                 if done >= case.jobs * FAULT_AT or due:
                     fault_info.update(self._inject(case, group))
+                    fault_info["jobs_started_before"] = int(started)
                     fault_info["jobs_finished_before"] = int(done)
                     return
                 time.sleep(0.02)

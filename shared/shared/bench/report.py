@@ -620,9 +620,14 @@ def _write_summary(
         for f in faults:
             a = f.get("audit") or {}
             fault = f.get("fault") or {}
+            when = (
+                f", struck after {fault['jobs_started_before']} started, {fault['jobs_finished_before']} finished"
+                if "jobs_started_before" in fault
+                else ""
+            )
             lines.append(
                 f"| `{f['case_key']}` | {f['status']} | {fault.get('kind', '–')} "
-                f"{'pid ' + str(fault.get('pid')) if fault.get('pid') else ''} | {a.get('enqueued', '–')} | "
+                f"{'pid ' + str(fault.get('pid')) if fault.get('pid') else ''}{when} | {a.get('enqueued', '–')} | "
                 f"{a.get('completed', '–')} | {a.get('lost', '–')} | {a.get('duplicates', '–')} | "
                 f"{a.get('redelivered', '–')} | {a.get('retried', '–')} |"
             )
