@@ -12,6 +12,7 @@ import os
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import Engine
 
 from shared import settings as settings_mod
@@ -56,9 +57,15 @@ def queue_engine(role: str = "queue") -> Engine:
 
 
 def connect(url: str, *, role: str = "app", autocommit: bool = False, **kwargs) -> psycopg.Connection:
-    """A plain psycopg 3 connection, for the hot paths that skip SQLAlchemy."""
+    """A plain psycopg 3 connection, for the hot paths that skip SQLAlchemy. `options` (server settings,
+    `-c name=value ...`) are added to any the URL carries."""
+    conninfo = settings_mod.psycopg_url(url)
+    if kwargs.get("options"):
+        given = conninfo_to_dict(conninfo).get("options")
+        if given:
+            kwargs["options"] = f"{given} {kwargs['options']}"
     return psycopg.connect(
-        settings_mod.psycopg_url(url),
+        conninfo,
         autocommit=autocommit,
         application_name=application_name(role),
         connect_timeout=kwargs.pop("connect_timeout", 5),

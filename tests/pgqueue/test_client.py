@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -234,16 +235,47 @@ def test_enqueue_many_invalid_job_after_streamed_rows_inserts_nothing(database_u
     assert state_of(conn, kept) == "available"
 
 
-def _scans(plan: dict) -> list[dict]:
+def _nodes(plan: dict) -> list[dict]:
     """The plan's nodes, depth first."""
     nodes = [plan]
     for child in plan.get("Plans", []):
-        nodes += _scans(child)
+        nodes += _nodes(child)
     return nodes
 
 
+def generic_plan(conn, name: str, args: dict, meanwhile: Callable[[], object] | None = None) -> list[dict]:
+    """Prepare the named query as the worker does, run it once (its generic plan is built then and kept),
+    call `meanwhile`, run it again under EXPLAIN ANALYZE, and return that plan's nodes with the rows
+    they really produced. Both runs are rolled back."""
+    order: list[str] = []
+
+    def positional(m):
+        if m.group(1) not in order:
+            order.append(m.group(1))
+        return f"${order.index(m.group(1)) + 1}"
+
+    conn.execute("PREPARE q AS " + re.sub(r"%\((\w+)\)s", positional, queries.get(name)))
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    execute = f"EXECUTE q({', '.join(f'%({k})s' for k in order)})"
+    with conn.transaction(force_rollback=True):
+        ClientCursor(conn).execute(execute, args)
+    if meanwhile is not None:
+        meanwhile()
+    with conn.transaction(force_rollback=True):
+        (plan,) = ClientCursor(conn).execute("EXPLAIN (ANALYZE, FORMAT JSON) " + execute, args).fetchone()[0]
+    conn.execute("DEALLOCATE q")
+    return _nodes(plan["Plan"])
+
+
+@pytest.fixture
+def hot_conn(database_url):
+    """A connection with the worker's hot-path planner settings."""
+    with db.connect(database_url, autocommit=True, options=queries.HOT_PATH_OPTIONS) as c:
+        yield c
+
+
 @pytest.mark.parametrize("name", ["complete", "fail"])
-def test_completion_plans_one_key_lookup_per_id_whatever_the_statistics(conn, name):
+def test_completion_plans_one_key_lookup_per_id_whatever_the_statistics(conn, hot_conn, name):
     # The statistics a queue has after it sat empty: a vacuum saw no live row in pages it kept, so the
     # planner takes the table for empty while a burst fills it. The worker's statements are prepared
     # and run by a generic plan; with the statistics of an empty table, a join to the batch was
@@ -266,27 +298,40 @@ def test_completion_plans_one_key_lookup_per_id_whatever_the_statistics(conn, na
         "discards": [False] * n,
         "errors": [Jsonb({"message": "boom"})] * n,
     }
-    order: list[str] = []
+    # the query alone, and on the worker's connection
+    for c in (conn, hot_conn):
+        nodes = generic_plan(c, name, args)
+        kinds = [node["Node Type"] for node in nodes]
+        assert not {"Nested Loop", "Hash Join", "Merge Join", "Seq Scan"} & set(kinds), kinds
+        # found by the primary key (not by ix_pgqueue_jobs_running, whose dead entries grow per job)
+        indexes = {node["Index Name"]: node.get("Index Cond", "") for node in nodes if "Index Name" in node}
+        assert list(indexes) == ["pgqueue_jobs_pkey"], indexes
+        assert "ANY" in indexes["pgqueue_jobs_pkey"], indexes
+        assert nodes[1]["Actual Rows"] == n, "every job of the batch was found and changed"
 
-    def positional(m):
-        if m.group(1) not in order:
-            order.append(m.group(1))
-        return f"${order.index(m.group(1)) + 1}"
 
-    conn.execute("PREPARE q AS " + re.sub(r"%\((\w+)\)s", positional, queries.get(name)))
-    conn.execute("SET plan_cache_mode = force_generic_plan")
-    placeholders = ", ".join(f"%({k})s" for k in order)
-    with conn.transaction(force_rollback=True):
-        explain = f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE q({placeholders})"
-        (plan,) = ClientCursor(conn).execute(explain, args).fetchone()[0]
-    nodes = _scans(plan["Plan"])
+def test_claim_planned_on_a_small_table_stays_an_ordered_index_scan(conn, hot_conn):
+    # A worker prepares its claim on its first claims, often while the burst is still being enqueued:
+    # planned for a table of a few rows, it was a sequential scan and a sort of every available job
+    # (and a hash of the whole table for the update), kept while the table grew to 100,000 rows.
+    conn.execute("ALTER TABLE queue.pgqueue_jobs SET (autovacuum_enabled = false)")
+    conn.execute(
+        "INSERT INTO queue.pgqueue_jobs (task, queue) SELECT 'noop', 'q' FROM generate_series(1, 20)"
+    )
+    conn.execute("ANALYZE queue.pgqueue_jobs")
+    nodes = generic_plan(
+        hot_conn,
+        "claim",
+        {"queue": "q", "limit": 100, "worker_id": "w"},
+        meanwhile=lambda: conn.execute(
+            "INSERT INTO queue.pgqueue_jobs (task, queue) SELECT 'noop', 'q' FROM generate_series(1, 5000)"
+        ),
+    )
     kinds = [node["Node Type"] for node in nodes]
-    assert not {"Nested Loop", "Hash Join", "Merge Join", "Seq Scan"} & set(kinds), kinds
-    # found by the primary key (not by ix_pgqueue_jobs_running, whose dead entries grow per job)
+    assert not {"Seq Scan", "Sort", "Hash Join", "Nested Loop"} & set(kinds), kinds
     indexes = {node["Index Name"]: node.get("Index Cond", "") for node in nodes if "Index Name" in node}
-    assert list(indexes) == ["pgqueue_jobs_pkey"], indexes
-    assert "ANY" in indexes["pgqueue_jobs_pkey"], indexes
-    assert plan["Plan"]["Plans"][0]["Actual Rows"] == n, "every job of the batch was found and changed"
+    assert "ix_pgqueue_jobs_claim" in indexes and "ANY" in indexes.get("pgqueue_jobs_pkey", ""), indexes
+    assert nodes[0]["Actual Rows"] == 100, "claimed a full batch"
 
 
 def test_queue_busy_until_nothing_is_left_to_run(conn):

@@ -133,7 +133,12 @@ class Completer(threading.Thread):
             self._lock.notify_all()
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.database_url, role="pgqueue-completer", autocommit=True)
+                self._conn = db.connect(
+                    self.database_url,
+                    role="pgqueue-completer",
+                    autocommit=True,
+                    options=queries.HOT_PATH_OPTIONS,
+                )
             conn = self._conn
             if not failures:
                 # the common case: one statement in autocommit, one round trip (no BEGIN/COMMIT)

@@ -285,11 +285,15 @@ class WorkerProcess:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.database_url, role="pgqueue-fetcher", autocommit=True)
             # Claims commit without waiting for the WAL flush: a claim lost in a server crash only leaves
             # the job available (its completion is then ignored by the ownership check and the job runs
             # again, which at-least-once allows). Enqueues and completions stay synchronous.
-            self._conn.execute("SET synchronous_commit TO off")
+            self._conn = db.connect(
+                self.database_url,
+                role="pgqueue-fetcher",
+                autocommit=True,
+                options=f"{queries.HOT_PATH_OPTIONS} -c synchronous_commit=off",
+            )
         return self._conn
 
     def _claim(self, queue: str, limit: int) -> list[Job]:

@@ -29,6 +29,13 @@ def parse(text: str) -> dict[str, str]:
 QUERIES: dict[str, str] = parse(SQL_FILE.read_text())
 
 
+HOT_PATH_OPTIONS = "-c enable_seqscan=off -c enable_sort=off"
+"""Planner settings of the worker's claim and completion connections (libpq `options`). Their statements
+are prepared and run by a generic plan built once, often while the table is still small or its statistics
+are an empty table's; with these settings that plan is the ordered claim-index scan and primary-key
+lookups it is at any size, never a sequential scan and sort (docs/pgqueue.md, "Statistics")."""
+
+
 def get(name: str) -> str:
     """The query named `name` (KeyError names the known ones)."""
     try:

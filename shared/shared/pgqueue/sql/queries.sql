@@ -92,11 +92,12 @@ WITH picked AS (
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
 )
--- 3. take them: the attempt counts now, the owner is recorded for the completion and the rescuer
+-- 3. take them: the attempt counts now, the owner is recorded for the completion and the rescuer;
+--    found by `id = ANY`, a primary-key index condition (a join to picked can be planned as a hash
+--    of the whole table when the table looks small: docs/pgqueue.md, "Statistics")
 UPDATE queue.pgqueue_jobs j
    SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker_id = %(worker_id)s
-  FROM picked
- WHERE j.id = picked.id
+ WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task, j.params, j.meta, j.attempt, j.max_attempts, j.timeout, j.priority, j.run_at;
 
 -- complete --
