@@ -81,7 +81,9 @@ SELECT count(pg_notify('pgqueue', q)) FROM unnest(%(queues)s::text[]) AS q;
 -- The hot path: claim up to %(limit)s available jobs of one queue for %(worker_id)s, in one statement.
 WITH picked AS (
     -- 1. the next jobs in priority, run_at, id order: an ordered scan of ix_pgqueue_jobs_claim that
-    --    skips rows other workers hold locked, so concurrent claims never wait on each other
+    --    skips rows other workers hold locked, so concurrent claims never wait on each other. The
+    --    worker's connection disables sequential scans and sorts (queries.HOT_PATH_OPTIONS), so that
+    --    its prepared statement keeps this scan whatever size the table had when it was planned.
     SELECT id
       FROM queue.pgqueue_jobs
      WHERE state = 'available'
