@@ -379,3 +379,23 @@ def test_delete_finished_takes_only_the_finished_jobs_of_one_queue(conn):
     assert left == {waiting, later, other}, "available and scheduled jobs stay; another queue is not touched"
     with pytest.raises(pgqueue.InvalidJob):
         pgqueue.delete_finished(conn, "Not A Queue!")
+
+
+def test_a_batch_holding_a_job_twice_completes_its_current_attempt(database_url, conn):
+    # A timed-out attempt can finish late, in the same flush as the job's next attempt on this worker.
+    from pgqueue_worker.completer import Completer
+
+    done, failed = pgqueue.enqueue(conn, "noop"), pgqueue.enqueue(conn, "noop")
+    conn.execute(
+        "UPDATE queue.pgqueue_jobs SET state = 'running', attempt = 2, attempted_at = now(), worker_id = 'w'"
+    )
+    completer = Completer(database_url, "w", flush_interval=60.0, bound=100, retry_base=1.0)
+    completer.complete(done, 1)  # the stale attempt first: the statements look an id up by its first position
+    completer.complete(done, 2)
+    completer.fail(failed, 1, {"message": "timed out"})
+    completer.fail(failed, 2, {"message": "boom"})
+    assert completer.flush()
+    assert state_of(conn, done) == "completed"
+    assert state_of(conn, failed) == "retryable"
+    errors = conn.execute("SELECT errors FROM queue.pgqueue_jobs WHERE id = %s", (failed,)).fetchone()[0]
+    assert [e["message"] for e in errors] == ["boom"], errors

@@ -45,6 +45,27 @@ def error_record(exc: BaseException, attempt: int, worker_id: str, tb: bool = Tr
     }
 
 
+def _latest_attempts(
+    ids: list[int], attempts: list[int], failures: list[Failure]
+) -> tuple[list[int], list[int], list[Failure]]:
+    """The batch to write, with one entry per job: its latest attempt. A job can be in one batch twice (a
+    timed-out attempt finishing late, and the next attempt of the same job on this worker); only the
+    job's current attempt can pass the ownership check, and the statements find an id's attempt at its
+    first position in the batch, so the older entries, no-ops anyway, are left out."""
+    if len(set(ids)) < len(ids):
+        latest: dict[int, int] = {}
+        for job_id, attempt in zip(ids, attempts, strict=True):
+            latest[job_id] = max(attempt, latest.get(job_id, attempt))
+        ids, attempts = list(latest), list(latest.values())
+    if len({f.id for f in failures}) < len(failures):
+        by_id: dict[int, Failure] = {}
+        for f in failures:
+            if f.id not in by_id or f.attempt > by_id[f.id].attempt:
+                by_id[f.id] = f
+        failures = list(by_id.values())
+    return ids, attempts, failures
+
+
 class Completer(threading.Thread):
     """Buffers completions and failures of one worker process and writes them in batches."""
 
@@ -132,6 +153,7 @@ class Completer(threading.Thread):
             self._in_flight = set(ids) | {f.id for f in failures}
             self._lock.notify_all()
         try:
+            sent_ids, sent_attempts, sent_failures = _latest_attempts(ids, attempts, failures)
             if self._conn is None or self._conn.closed:
                 self._conn = db.connect(
                     self.database_url,
@@ -140,13 +162,14 @@ class Completer(threading.Thread):
                     options=queries.HOT_PATH_OPTIONS,
                 )
             conn = self._conn
-            if not failures:
+            if not sent_failures:
                 # the common case: one statement in autocommit, one round trip (no BEGIN/COMMIT)
                 conn.execute(
-                    queries.get("complete"), {"ids": ids, "attempts": attempts, "worker_id": self.worker_id}
+                    queries.get("complete"),
+                    {"ids": sent_ids, "attempts": sent_attempts, "worker_id": self.worker_id},
                 )
             else:
-                self._write_with_failures(conn, ids, attempts, failures)
+                self._write_with_failures(conn, sent_ids, sent_attempts, sent_failures)
         except psycopg.Error as exc:
             self.errors += 1
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
