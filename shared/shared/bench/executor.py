@@ -490,12 +490,9 @@ class Executor:
         pgqueue's finished jobs of the run are deleted from its queue (the harness owns it; pgqueue's
         cleaner would delete them once their retention passed). After a large run the tables it wrote
         are vacuumed and analyzed, so that no autovacuum or autoanalyze of them falls due inside the next
-        run: an ANALYZE of a large `job_events` holds a snapshot, and while it does, no claim can mark
-        the dead index entries of jobs already claimed, so every claim reads them all again (one suspected
-        cause of drains four times slower than their pair: docs/benchmarks.md). Small runs leave autovacuum
-        little to do. Only in
-        managed mode: an attached worker's queue and database are not the harness's to clean. kombu's
-        message table is left as kombu keeps it (it never deletes a row: docs/celery.md)."""
+        run and takes CPU from it. Small runs leave autovacuum little to do. Only in managed mode: an
+        attached worker's queue and database are not the harness's to clean. kombu's message table is left
+        as kombu keeps it (it never deletes a row: docs/celery.md)."""
         if case.adapter == "pgqueue":
             mod = adapters.pgqueue_module()
             self.harness.call(lambda conn: mod.delete_finished(conn, queue))
