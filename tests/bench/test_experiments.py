@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import uuid
 
 import pytest
 from psycopg.types.json import Jsonb
@@ -81,3 +83,37 @@ def test_report_functions_read_stored_runs(database_url, tmp_path):
     row = next(r for r in comp["rows"] if r["figure"] == "throughput")
     assert row["winner"] == "pgqueue" and row["ratio"] > 5
     assert "pgqueue" in (tmp_path / "summary.md").read_text()
+
+
+def _checkpoints_requested(conn) -> int:
+    # PostgreSQL 17 moved the counter from pg_stat_bgwriter to pg_stat_checkpointer
+    if conn.execute("SELECT to_regclass('pg_catalog.pg_stat_checkpointer')").fetchone()[0]:
+        return conn.execute("SELECT num_requested FROM pg_stat_checkpointer").fetchone()[0]
+    return conn.execute("SELECT checkpoints_req FROM pg_stat_bgwriter").fetchone()[0]
+
+
+def test_the_checkpoint_before_a_large_run_and_a_role_that_may_not_checkpoint_told_once(
+    database_url, pg_server, caplog
+):
+    from psycopg import sql
+    from shared.bench.executor import Executor
+    from sqlalchemy.engine import make_url
+
+    with db.connect(pg_server, autocommit=True) as conn:
+        before = _checkpoints_requested(conn)
+        Executor(1, database_url=database_url)._checkpoint()
+        assert _checkpoints_requested(conn) > before
+
+        role = f"bench_nocheckpoint_{uuid.uuid4().hex[:8]}"
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        try:
+            url = make_url(database_url).set(username=role).render_as_string(hide_password=False)
+            executor = Executor(1, database_url=url)
+            with caplog.at_level(logging.WARNING, logger="shared.bench.executor"):
+                executor._checkpoint()
+                executor._checkpoint()
+            executor.harness.close()
+            warned = [r.getMessage() for r in caplog.records if "no checkpoint" in r.getMessage()]
+            assert len(warned) == 1 and "pg_checkpoint" in warned[0]
+        finally:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
