@@ -107,9 +107,10 @@ class WorkerGroup:
                 continue
         return out
 
-    def kill_one(self) -> int | None:
+    def kill_one(self) -> tuple[int, float] | None:
         """SIGKILL one worker process: a pool child or pgqueue worker process when there is one
-        (the process that runs jobs), else the worker's main process. Returns the PID killed."""
+        (the process that runs jobs), else the worker's main process. Returns the PID killed and the
+        wall-clock time the signal was sent (finding the victim takes milliseconds on a busy machine)."""
         for pid in self.root_pids():
             try:
                 children = psutil.Process(pid).children(recursive=True)
@@ -117,10 +118,11 @@ class WorkerGroup:
                 continue
             victim = children[0].pid if children else pid
             try:
+                at = time.time()
                 os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
                 continue
-            return victim
+            return victim, at
         return None
 
     def terminate(self) -> None:

@@ -659,7 +659,8 @@ class Executor:
     def _inject(self, case: Case, group: adapters.WorkerGroup | None) -> dict[str, Any]:
         at = time.time()
         if case.fault == "kill_worker":
-            pid = group.kill_one() if group is not None else None
+            killed = group.kill_one() if group is not None else None
+            pid, at = killed if killed is not None else (None, at)
             log.info("fault: SIGKILL worker process %s", pid)
             return {"kind": "kill_worker", "pid": pid, "at": at}
         if case.fault == "restart_postgres" and self.cluster is not None:
