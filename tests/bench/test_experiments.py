@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -101,7 +102,13 @@ def test_the_checkpoint_before_a_large_run_and_a_role_that_may_not_checkpoint_to
 
     with db.connect(pg_server, autocommit=True) as conn:
         before = _checkpoints_requested(conn)
-        Executor(1, database_url=database_url)._checkpoint()
+        executor = Executor(1, database_url=database_url)
+        executor._checkpoint()
+        executor.harness.close()
+        # the checkpointer reports its counters just after it wakes the requester: wait for them
+        deadline = time.monotonic() + 30
+        while _checkpoints_requested(conn) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert _checkpoints_requested(conn) > before
 
         role = f"bench_nocheckpoint_{uuid.uuid4().hex[:8]}"
