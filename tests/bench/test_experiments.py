@@ -1,11 +1,11 @@
-"""Integration: one experiment at a time, dead executors reaped, progress, report from stored rows."""
+"""Integration: one experiment at a time, dead executors reaped, progress, report from stored rows, the
+checkpoint before large runs."""
 
 from __future__ import annotations
 
 import logging
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -13,6 +13,8 @@ from psycopg.types.json import Jsonb
 from shared.bench import experiments, report
 
 from shared import db
+
+from ..support import wait_until
 
 SPEC = {"cases": [{"adapter": "pgqueue", "jobs": 10}, {"adapter": "celery", "jobs": 10}], "repetitions": 2}
 
@@ -106,10 +108,7 @@ def test_the_checkpoint_before_a_large_run_and_a_role_that_may_not_checkpoint_to
         executor._checkpoint()
         executor.harness.close()
         # the checkpointer reports its counters just after it wakes the requester: wait for them
-        deadline = time.monotonic() + 30
-        while _checkpoints_requested(conn) == before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _checkpoints_requested(conn) > before
+        wait_until(lambda: _checkpoints_requested(conn) > before, 30, message="a requested checkpoint")
 
         role = f"bench_nocheckpoint_{uuid.uuid4().hex[:8]}"
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))

@@ -37,7 +37,7 @@ FAULT_STALL_SECONDS = 30.0
 """Fault runs wait longer: pgqueue rescues a dead worker's jobs after its `rescue_after` (15 s) plus
 one rescuer interval (5 s)."""
 SPOOL_WAIT_SECONDS = 15.0
-SETTLE_VACUUM_JOBS = 10_000
+LARGE_RUN_JOBS = 10_000
 """Runs of at least this many jobs start after a checkpoint (`_checkpoint`) and are followed by a
 VACUUM (ANALYZE) of the tables they wrote (`_settle`), in managed mode."""
 FAULT_STOP_SECONDS = 10.0
@@ -403,7 +403,7 @@ class Executor:
             },
             servers=servers,
         )
-        if self.mode == "managed" and case.jobs >= SETTLE_VACUUM_JOBS:
+        if self.mode == "managed" and case.jobs >= LARGE_RUN_JOBS:
             self._checkpoint()
         enq = adapters.Enqueuer(case, queue, self.settings)
         before_db = metrics.db_snapshot(h.conn())
@@ -500,7 +500,7 @@ class Executor:
         if case.adapter == "pgqueue":
             mod = adapters.pgqueue_module()
             self.harness.call(lambda conn: mod.delete_finished(conn, queue))
-        if case.jobs < SETTLE_VACUUM_JOBS:
+        if case.jobs < LARGE_RUN_JOBS:
             return
         tables = ["job_events"] if case.recording else []
         if case.adapter == "pgqueue":
