@@ -1,4 +1,4 @@
-"""Test helpers: waiting on conditions with deadlines, process groups, environments for services."""
+"""Test helpers: waiting on conditions with deadlines, process groups, environments for services, query plans."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+
+
+def plan_nodes(plan: dict) -> list[dict]:
+    """The nodes of a plan from `EXPLAIN (FORMAT JSON)` (its "Plan" object), depth first."""
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes += plan_nodes(child)
+    return nodes
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, interval: float = 0.05, message: str = "") -> Any:

@@ -14,6 +14,8 @@ from shared.pgqueue import queries
 
 from shared import db, pgqueue
 
+from ..support import plan_nodes
+
 
 @pytest.fixture
 def conn(database_url):
@@ -235,14 +237,6 @@ def test_enqueue_many_invalid_job_after_streamed_rows_inserts_nothing(database_u
     assert state_of(conn, kept) == "available"
 
 
-def _nodes(plan: dict) -> list[dict]:
-    """The plan's nodes, depth first."""
-    nodes = [plan]
-    for child in plan.get("Plans", []):
-        nodes += _nodes(child)
-    return nodes
-
-
 def generic_plan(conn, name: str, args: dict, meanwhile: Callable[[], object] | None = None) -> list[dict]:
     """Prepare the named query as the worker does, run it once (its generic plan is built then and kept),
     call `meanwhile`, run it again under EXPLAIN ANALYZE, and return that plan's nodes with the rows
@@ -264,7 +258,7 @@ def generic_plan(conn, name: str, args: dict, meanwhile: Callable[[], object] | 
     with conn.transaction(force_rollback=True):
         (plan,) = ClientCursor(conn).execute("EXPLAIN (ANALYZE, FORMAT JSON) " + execute, args).fetchone()[0]
     conn.execute("DEALLOCATE q")
-    return _nodes(plan["Plan"])
+    return plan_nodes(plan["Plan"])
 
 
 @pytest.fixture

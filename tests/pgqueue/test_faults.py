@@ -14,7 +14,7 @@ import pytest
 from shared import db, embedded, pgqueue
 from shared import migrate as migrate_mod
 
-from ..support import session_processes, wait_until
+from ..support import plan_nodes, session_processes, wait_until
 from .conftest import FAST, Workers, all_finished, events_by_seq, load_spools, states
 
 pytestmark = pytest.mark.slow
@@ -217,12 +217,7 @@ def test_claim_query_uses_its_partial_index_on_a_million_rows(qconn):
             "EXPLAIN (FORMAT JSON) " + queries.get("claim"), {"queue": "mail", "limit": 100, "worker_id": "w"}
         ).fetchone()[0]
 
-    def nodes(node):
-        yield node
-        for child in node.get("Plans", []):
-            yield from nodes(child)
-
-    found = list(nodes(plan[0]["Plan"]))
+    found = plan_nodes(plan[0]["Plan"])
     kinds = {(n["Node Type"], n.get("Index Name")) for n in found}
     assert ("Index Scan", "ix_pgqueue_jobs_claim") in kinds or (
         "Index Only Scan",
