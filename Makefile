@@ -87,20 +87,20 @@ lint: setup ## ruff, mypy on shared/, import-linter contracts
 
 ##@ Benchmarks
 .PHONY: bench
-bench: setup ## Compare Celery and pgqueue: default matrix, report in reports/ (own PostgreSQL unless DATABASE_URL); ARGS=--help
-	@$(PY) -m shared.bench $(ARGS)
+bench: setup ## Every contender side by side: default matrix, report in reports/ (own PostgreSQL unless DATABASE_URL); ARGS=--help
+	@$(PY) -m shared.bench compare $(ARGS)
 
 .PHONY: bench-pgqueue
 bench-pgqueue: setup ## pgqueue's figures beside the raw-SQL ceiling (embedded PostgreSQL unless DATABASE_URL is set); ARGS=--help
-	@$(PY) -m pgqueue_worker.bench $(ARGS)
+	@$(PY) -m shared.bench queue --adapter pgqueue $(ARGS)
 
 .PHONY: bench-celery
-bench-celery: setup ## Celery alone: drain 10k no-ops, publish one by one, 3 brokers x 2 configurations x 2 pools; ARGS=--help
-	@$(PY) -m shared.bench_celery $(ARGS)
+bench-celery: setup ## Celery's own figures beside the raw-SQL ceiling: 3 brokers x 2 configurations x 2 pools; ARGS=--help
+	@$(PY) -m shared.bench queue --adapter celery $(ARGS)
 
 .PHONY: bench-web
 bench-web: setup ## Admin pages on 1,000,000 pgqueue jobs: median times, then 200 req/s for 30 s (loopback); ARGS=--help
-	@$(PY) scripts/bench_web.py $(ARGS)
+	@$(PY) -m shared.bench web $(ARGS)
 
 ##@ Deployment
 .PHONY: deploy

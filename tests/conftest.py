@@ -1,6 +1,6 @@
 """Shared fixtures: which PostgreSQL, a migrated template database, and a fresh database per test.
 
-Which PostgreSQL (design section 9): `DATABASE_URL` when set, else the server at `LOCAL_PG_ADDR`
+Which PostgreSQL (docs/architecture.md, "Testing"): `DATABASE_URL` when set, else the server at `LOCAL_PG_ADDR`
 (default 127.0.0.1:5432) when it answers, else an embedded cluster this session starts (and stops).
 Each test that asks for `database_url` gets a fresh database cloned from a migrated template.
 """

@@ -1,4 +1,4 @@
-"""The one Celery configuration, shared by the web side (which sends) and the worker (design section 5).
+"""The one Celery configuration, shared by the web side (which sends) and the worker (docs/celery.md).
 
 Task names are `bench.<workload>`. The web sends with `send_task` and never imports the worker; `meta`
 travels in the message headers (`bench_meta`). Two named configurations: `defaults` (Celery's own task

@@ -1,4 +1,4 @@
-"""The job contract shared by both queues (design section 6a).
+"""The job contract every queue runs jobs through (docs/architecture.md, "The job contract").
 
 Both workers run every job through `execute(task, params, meta, ctx)`. `meta` is what the harness
 attached at enqueue and travels unchanged (`Meta`); `ctx` is what the worker knows (`Ctx`). When `meta`
@@ -8,66 +8,18 @@ acting process's wall clock.
 
 from __future__ import annotations
 
+import random
 import time
-from dataclasses import dataclass, field
 from typing import Any
+
+from shared import spool, workloads
+from shared.job import Ctx, JobTimeout, Meta
+
+__all__ = ["Ctx", "JobTimeout", "Meta", "execute", "retry_delay"]
 
 RETRY_BASE_SECONDS = 1.0
 """The retry policy both queues apply to `fail_then_succeed`: exponential backoff from this base."""
 RETRY_MAX_ATTEMPTS = 5
-
-
-class JobTimeout(Exception):
-    """The attempt ran past `ctx.deadline`."""
-
-
-@dataclass(frozen=True)
-class Meta:
-    """What the harness attaches at enqueue; the queue never reads it.
-
-    `scheduled_at` is the open-loop arrival time (not pgqueue's `run_at`); both times are the sender's
-    wall clock (`time.time()`).
-    """
-
-    run_id: int | None = None
-    seq: int | None = None
-    enqueued_at: float | None = None
-    scheduled_at: float | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Meta:
-        if not d:
-            return cls()
-        return cls(
-            run_id=_opt_int(d.get("run_id")),
-            seq=_opt_int(d.get("seq")),
-            enqueued_at=_opt_float(d.get("enqueued_at")),
-            scheduled_at=_opt_float(d.get("scheduled_at")),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-@dataclass
-class Ctx:
-    """What the worker knows about this attempt."""
-
-    adapter: str
-    attempt: int = 1
-    worker_id: str = ""
-    deadline: float | None = None
-    job_id: str | int | None = None
-    seq: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _opt_int(v: Any) -> int | None:
-    return None if v is None else int(v)
-
-
-def _opt_float(v: Any) -> float | None:
-    return None if v is None else float(v)
 
 
 def execute(task: str, params: dict[str, Any] | None, meta: Meta | dict[str, Any] | None, ctx: Ctx) -> Any:
@@ -78,12 +30,10 @@ def execute(task: str, params: dict[str, Any] | None, meta: Meta | dict[str, Any
     the failure. `meta` is read as it travelled (a dict): building a `Meta` per job would cost more
     than the rest of a no-op job.
     """
-    from shared import spool, workloads
-
     fn = workloads.get(task)
     m = meta.to_dict() if isinstance(meta, Meta) else (meta or {})
     if ctx.seq is None:
-        ctx.seq = _opt_int(m.get("seq"))
+        ctx.seq = None if m.get("seq") is None else int(m["seq"])
     recorder = spool.current()
     if recorder is not None and not spool.recordable(m):
         recorder = None
@@ -103,7 +53,6 @@ def retry_delay(
     attempt: int, base: float = RETRY_BASE_SECONDS, cap: float = 3600.0, jitter: float = 0.1
 ) -> float:
     """Seconds to wait before attempt `attempt + 1`: exponential backoff (base * 2^(attempt-1)) with jitter."""
-    import random
 
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
     return delay * (1 + random.uniform(-jitter, jitter))

@@ -1,4 +1,4 @@
-"""Worker heartbeats (design section 6a): every worker of both queues upserts its row in `queue.workers`.
+"""Worker heartbeats (docs/architecture.md, "The job contract"): every worker of both queues upserts its row in `queue.workers`.
 
 The row says who the worker is (host, PID, queues, processes, slots, and for Celery the broker, pool,
 concurrency, configuration and polling interval in `info`) and how recent its spool load is

@@ -1,7 +1,7 @@
 """App tables (schema `public`, the app lineage) and the worker heartbeat table (schema `queue`).
 
 An *experiment* owns *runs*; a run (`BenchmarkRun`, as in the Rails original) is one repetition of one
-case. `JobEvent` rows are the job contract's start and finish records (design section 6a), loaded from
+case. `JobEvent` rows are the job contract's start and finish records (docs/architecture.md, "The job contract"), loaded from
 the workers' spools. `Worker` rows are the heartbeats of every worker of both queues.
 """
 
@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.bench.terms import SCHEDULING_MODES
+
 EXPERIMENT_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 RUN_STATUSES = ("pending", "scheduling", "running", "completed", "failed", "cancelled")
-ADAPTERS = ("celery", "pgqueue")
-SCHEDULING_MODES = ("one_by_one", "bulk")
 EVENT_KINDS = ("start", "finish", "fail")
 
 naming = {
@@ -111,7 +111,6 @@ class BenchmarkRun(Base):
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", RUN_STATUSES), name="status"),
-        sa.CheckConstraint(_in("adapter", ADAPTERS), name="adapter"),
         sa.CheckConstraint(_in("scheduling_mode", SCHEDULING_MODES), name="scheduling_mode"),
         sa.CheckConstraint("job_count > 0", name="job_count_positive"),
         sa.CheckConstraint("processes > 0 AND slots > 0", name="slots_positive"),
@@ -179,10 +178,7 @@ class Worker(QueueBase):
     spool_loaded_at: Mapped[dt.datetime | None]
     stopped_at: Mapped[dt.datetime | None]
 
-    __table_args__ = (
-        sa.CheckConstraint(_in("adapter", ADAPTERS), name="adapter"),
-        sa.Index("ix_workers_heartbeat_at", "heartbeat_at"),
-    )
+    __table_args__ = (sa.Index("ix_workers_heartbeat_at", "heartbeat_at"),)
 
 
 class WorkloadWrite(Base):

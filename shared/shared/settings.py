@@ -1,6 +1,6 @@
 """Settings, read from the environment in one place.
 
-Every variable the project reads is named here once (design section 3). A malformed value raises
+Every variable the project reads is named here once (docs/architecture.md, "Settings and the database"). A malformed value raises
 `ConfigError`, whose message names the variable, says what is wrong and what to do; the command-line
 entry points print that one line and exit non-zero instead of showing a traceback.
 """
@@ -156,7 +156,7 @@ def embedded_url() -> str | None:
 
 
 def discover_database_url(env: Mapping[str, str]) -> str:
-    """The PostgreSQL to use when `DATABASE_URL` is unset (design section 3).
+    """The PostgreSQL to use when `DATABASE_URL` is unset (docs/architecture.md, "Settings and the database").
 
     In order: the embedded cluster of `make db-up`; then `LOCAL_PG_ADDR` (default 127.0.0.1:5432)
     if it answers; else a `ConfigError` that says to run `make db-up`.

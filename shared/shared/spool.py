@@ -1,4 +1,4 @@
-"""The crash-safe recorder (design section 6a): one spool file per worker process, loaded in batches.
+"""The crash-safe recorder (docs/architecture.md, "The job contract"): one spool file per worker process, loaded in batches.
 
 Each start, finish and failure is one line appended to the process's own spool file, unbuffered: the
 line is in the file (the kernel's page cache) when the call returns, so it survives SIGKILL of the
@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 
 from shared import settings
-from shared.contract import Ctx, Meta
+from shared.job import Ctx, Meta
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The workload registry: the job bodies both queues run, identical code for each (design section 6a).
+"""The workload registry: the job bodies both queues run, identical code for each (docs/architecture.md, "The job contract").
 
 Each workload is `fn(ctx, **params)`. `ctx.deadline` (wall clock, or None) is honoured by the workloads
 that wait or loop, so a timed-out attempt stops its thread soon after the queue gave up on it.
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.contract import Ctx, JobTimeout
+from shared.job import Ctx, JobTimeout
 
 Workload = Callable[..., Any]
 REGISTRY: dict[str, Workload] = {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from shared.bench.audit import Event, audit
+from shared.bench.audit import audit
+from shared.bench.records import Record
 
 
-def run(seq: int, t: float, worker: str = "w1", attempt: int = 1, end: str | None = "finish") -> list[Event]:
-    evs = [Event(seq, "start", t, attempt, worker)]
+def run(seq: int, t: float, worker: str = "w1", attempt: int = 1, end: str | None = "finish") -> list[Record]:
+    evs = [Record(seq, "start", t, attempt, worker)]
     if end:
-        evs.append(Event(seq, end, t + 0.01, attempt, worker))
+        evs.append(Record(seq, end, t + 0.01, attempt, worker))
     return evs
 
 
@@ -55,10 +56,10 @@ def test_a_redelivery_after_a_crash_is_not_a_duplicate():
 def test_two_finishes_of_overlapping_executions_count_as_a_duplicate():
     # Two workers ran the same job at the same time (e.g. a visibility timeout expired).
     events = [
-        Event(0, "start", 0.0, 1, "w1"),
-        Event(0, "start", 0.1, 1, "w2"),
-        Event(0, "finish", 0.2, 1, "w1"),
-        Event(0, "finish", 0.3, 1, "w2"),
+        Record(0, "start", 0.0, 1, "w1"),
+        Record(0, "start", 0.1, 1, "w2"),
+        Record(0, "finish", 0.2, 1, "w1"),
+        Record(0, "finish", 0.3, 1, "w2"),
     ]
     assert audit([0], events).duplicates == 1
 

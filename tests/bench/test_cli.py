@@ -15,7 +15,6 @@ import uuid
 
 import psycopg
 import pytest
-from shared.bench import adapters
 
 from shared import embedded
 
@@ -23,12 +22,12 @@ from ..conftest import create_database, drop_database
 from ..support import ROOT, service_env
 
 OUTPUTS = ("results.json", "results.csv", "summary.md", "throughput.png", "latency_cdf.png", "resources.png")
-PGQUEUE = adapters.pgqueue_worker_available()
 
 
 def bench(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
     """Run the CLI; past `timeout`, SIGTERM it (it stops its workers and keeps what it measured)."""
-    argv = [sys.executable, "-m", "shared.bench", "--no-progress", *args]
+    quiet = [] if args[:1] in (["web"], ["report"], ["execute"]) else ["--no-progress"]
+    argv = [sys.executable, "-m", "shared.bench", *args, *quiet]
     proc = subprocess.Popen(
         argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -46,10 +45,9 @@ def small_matrix(pg_server, template_db, tmp_path_factory):
     name = f"bench_b_{uuid.uuid4().hex[:10]}"
     url = create_database(pg_server, name, template=template_db)
     out = tmp_path_factory.mktemp("bench-report")
-    adapters_ = "celery" if PGQUEUE else "pgqueue,celery"
     # fmt: off
     args = [
-        "--adapters", adapters_, "--brokers", "postgres", "--parts", "noop-bulk,steady,fault",
+        "--adapters", "pgqueue,celery", "--brokers", "postgres", "--parts", "noop-bulk,steady,fault",
         "--jobs", "60", "--rate", "50", "--duration", "1", "--fault-jobs", "100", "--fault-ms", "50",
         "--repetitions", "2", "--stall-seconds", "8", "--output", str(out),
     ]
@@ -77,7 +75,7 @@ def test_a_small_matrix_writes_every_output_file(small_matrix):
         assert r["environment"]["postgres"]["fsync"] and r["environment"]["packages"]["celery"]
         assert "prefork" in r["slot_mapping"] or "--threads" in r["slot_mapping"]
     celery = [r for r in runs if r["adapter"] == "celery"]
-    assert celery[0]["environment"]["celery_config"]["task_default_queue"]
+    assert celery[0]["environment"]["configuration"]["task_default_queue"]
     assert data["calibration"]["median_jobs_per_second"] > 0
     assert "## Fault runs" in (out / "summary.md").read_text()
     csv_lines = (out / "results.csv").read_text().splitlines()
@@ -137,7 +135,6 @@ def test_a_celery_fault_run_reports_what_really_happened(small_matrix):
     assert a["duplicate_jobs"] >= mine["finished_twice"]
 
 
-@pytest.mark.skipif(bool(PGQUEUE), reason=f"{PGQUEUE}")
 def test_a_pgqueue_fault_run_loses_no_job(small_matrix):
     url, out, result = small_matrix
     assert result.returncode == 0, result.stderr[-3000:]
@@ -160,7 +157,7 @@ def test_a_pgqueue_fault_run_loses_no_job(small_matrix):
         (["--jobs", "0"], "--jobs must be a positive number"),
         (["--adapters", "sidekiq"], "unknown adapter 'sidekiq'"),
         (["--parts", "everything"], "unknown part 'everything'"),
-        (["--repetitions", "0"], "--repetitions must be at least 1"),
+        (["--repetitions", "0"], "--repetitions must be a positive number"),
     ],
 )
 def test_bad_input_gets_one_clear_line_before_anything_starts(args, needle, tmp_path):
@@ -193,3 +190,41 @@ def test_a_database_migrated_by_another_version_is_one_clear_line(pg_server, tem
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     finally:
         drop_database(pg_server, name)
+
+
+def test_the_queue_command_gives_pgqueue_figures_beside_the_raw_ceiling(pg_server, template_db, tmp_path):
+    name = f"bench_q_{uuid.uuid4().hex[:10]}"
+    url = create_database(pg_server, name, template=template_db)
+    try:
+        args = ["queue", "--adapter", "pgqueue", "--repeat", "1", "--jobs", "300", "--one-by-one-jobs", "20"]
+        args += ["--rate", "50", "--latency-seconds", "1", "--skip-large", "--json", str(tmp_path / "q.json")]
+        result = bench(args, service_env(url), timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "| drain of 300 noop jobs, jobs/s |" in result.stdout, result.stdout
+        figures = json.loads((tmp_path / "q.json").read_text())
+        assert figures["raw"]["drain"] > 0 and figures["raw"]["copy"] > 0, figures
+        assert list(figures["variants"]) == ["pgqueue"], figures["variants"]
+        variant = figures["variants"]["pgqueue"]
+        assert variant["drain"]["jobs"] == 300 and variant["drain"]["jobs_per_s"] > 0, variant
+        wait = variant["latency"]
+        assert wait["p50"] is not None and wait["p50"] <= wait["p99"], wait
+    finally:
+        drop_database(pg_server, name)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["queue"], "--adapter"),
+        (["queue", "--adapter", "sidekiq"], "sidekiq"),
+        (["queue", "--adapter", "pgqueue", "--jobs", "0"], "--jobs"),
+        (["web", "--rate", "-1"], "--rate"),
+        (["report"], "experiment"),
+        (["nonsense"], "nonsense"),
+    ],
+)
+def test_each_command_refuses_bad_input_in_one_line(args, needle):
+    env = service_env("postgresql://postgres@127.0.0.1:1/none")  # nothing may be contacted
+    result = bench(args, env, timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert needle in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 from psycopg.types.json import Jsonb
-from shared.bench import experiments, report
 
 from shared import db
+from shared.bench import experiments, report
 
 from ..support import wait_until
 
@@ -99,14 +99,15 @@ def test_the_checkpoint_before_a_large_run_and_a_role_that_may_not_checkpoint_to
     database_url, pg_server, caplog
 ):
     from psycopg import sql
-    from shared.bench.executor import Executor
     from sqlalchemy.engine import make_url
+
+    from shared.bench.executor import Executor
 
     with db.connect(pg_server, autocommit=True) as conn:
         before = _checkpoints_requested(conn)
         executor = Executor(1, database_url=database_url)
-        executor._checkpoint()
-        executor.harness.close()
+        executor.checkpoint()
+        executor.db.close()
         # the checkpointer reports its counters just after it wakes the requester: wait for them
         wait_until(lambda: _checkpoints_requested(conn) > before, 30, message="a requested checkpoint")
 
@@ -116,9 +117,9 @@ def test_the_checkpoint_before_a_large_run_and_a_role_that_may_not_checkpoint_to
             url = make_url(database_url).set(username=role).render_as_string(hide_password=False)
             executor = Executor(1, database_url=url)
             with caplog.at_level(logging.WARNING, logger="shared.bench.executor"):
-                executor._checkpoint()
-                executor._checkpoint()
-            executor.harness.close()
+                executor.checkpoint()
+                executor.checkpoint()
+            executor.db.close()
             warned = [r.getMessage() for r in caplog.records if "no checkpoint" in r.getMessage()]
             assert len(warned) == 1 and "pg_checkpoint" in warned[0]
         finally:

@@ -18,15 +18,15 @@ import uuid
 
 import psycopg
 import pytest
-from shared.bench import adapters, experiments, spec
+
+from shared.bench import experiments, spec
 
 from ..conftest import create_database, drop_database
 from ..pgqueue.conftest import Workers
 from ..support import ROOT, service_env
 from .test_cli import bench, recount
 
-PGQUEUE = adapters.pgqueue_worker_available()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(PGQUEUE), reason=f"{PGQUEUE}")]
+pytestmark = pytest.mark.slow
 
 
 def runs_of(url: str) -> list[tuple]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from shared.bench import experiments, spec
+
+from shared.bench import adapters, compare, experiments, spec
 
 
 def test_matrix_expands_to_cases_with_equal_slots():
@@ -20,8 +21,16 @@ def test_matrix_expands_to_cases_with_equal_slots():
     [
         ({"cases": [{"adapter": "pgqueue", "jobs": 0}]}, "cases[0].jobs"),
         ({"cases": [{"adapter": "sidekiq", "jobs": 10}]}, "cases[0].adapter"),
-        ({"cases": [{"adapter": "celery", "broker": "kafka", "jobs": 10}]}, "cases[0].broker"),
-        ({"cases": [{"adapter": "celery", "celery_config": "fast", "jobs": 10}]}, "cases[0].celery_config"),
+        ({"cases": [{"adapter": "celery", "broker": "kafka", "jobs": 10}]}, "cases[0].options.broker"),
+        ({"cases": [{"adapter": "celery", "celery_config": "fast", "jobs": 10}]}, "cases[0].options.config"),
+        (
+            {"cases": [{"adapter": "celery", "options": {"pool": "gevent"}, "jobs": 10}]},
+            "cases[0].options.pool",
+        ),
+        (
+            {"cases": [{"adapter": "pgqueue", "options": {"broker": "redis"}, "jobs": 10}]},
+            "cases[0].options.broker",
+        ),
         ({"cases": [{"adapter": "pgqueue", "jobs": 10, "workload": "nope"}]}, "cases[0].workload"),
         ({"cases": [{"adapter": "pgqueue", "jobs": 10, "scenario": "steady", "rate": -1}]}, "cases[0].rate"),
         ({"cases": [{"adapter": "pgqueue", "jobs": "many"}]}, "cases[0].jobs"),
@@ -61,25 +70,36 @@ def test_repetitions_interleave_and_faults_run_once():
 
 
 def test_stored_spec_round_trips():
-    s = experiments.validate_spec(spec.default_matrix(brokers=["postgres", "redis"], full=True))
+    s = experiments.validate_spec(default_matrix(brokers=["postgres", "redis"], full=True))
     assert experiments.validate_spec(s.to_dict()) == s
     assert len({c.key for c in s.cases}) == len(s.cases)
-    assert any(c.celery_config == "reliable" for c in s.cases)
+    assert any(c.options.get("config") == "reliable" for c in s.cases)
     assert any(not c.recording for c in s.cases)
     # the recording overhead is a pair of equal pgqueue drains, recording on and off
     pair = [c for c in s.cases if c.jobs == 100_000]
     assert sorted(c.recording for c in pair) == [False, True] and {c.who for c in pair} == {"pgqueue"}
 
 
-def test_the_spec_names_the_brokers_and_configurations_celery_knows():
+def test_the_celery_adapter_offers_the_brokers_and_configurations_celery_knows():
     from shared import celery_app
 
-    assert spec.BROKERS == celery_app.BROKERS
-    assert spec.CONFIGURATIONS == celery_app.CONFIGURATIONS
+    options = {o.name: o.choices for o in adapters.get("celery").options}
+    assert options["broker"] == celery_app.BROKERS
+    assert options["config"] == celery_app.CONFIGURATIONS
+
+
+def default_matrix(*, brokers: list[str], full: bool = False, **sizes) -> dict:
+    """`make bench`'s default matrix over every adapter's default variants on `brokers`."""
+    every = {n: adapters.get(n).default_variants(brokers=brokers, full=full) for n in adapters.NAMES}
+    faults = {n: adapters.get(n).fault_variants(brokers=brokers, full=full) for n in adapters.NAMES}
+    data = compare.default_matrix(variants=every, fault_variants=faults, **sizes)
+    for case in data["cases"]:
+        case.pop("part")  # which part of the matrix a case is: `--parts` picks by it
+    return data
 
 
 def test_both_queues_with_equal_total_slots_are_one_comparison():
-    s = experiments.validate_spec(spec.default_matrix(brokers=["postgres"], noop_jobs=2000))
+    s = experiments.validate_spec(default_matrix(brokers=["postgres"], noop_jobs=2000))
     noop_bulk = [
         c
         for c in s.cases

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from shared import bench_celery, celery_app, embedded, settings
+from shared import celery_app, embedded, settings
+from shared.bench.adapters.celery import WorkerOptions
+from shared.bench.workers import WorkerProcess, worker_env
 
 from ..conftest import require_service
 from ..support import ROOT, Proc, wait_until
@@ -113,8 +115,11 @@ def warm_imports() -> None:
     compiles) corrupts CPython 3.11.7's AST recursion counter, and a later `ast.parse` (pytest's assertion
     rewriting at session end) fails with "AST constructor recursion depth mismatch" (fixed in 3.11.8).
     """
+    import secrets  # noqa: F401 - redis-py's connection pool imports it lazily
+
     import celery.app.control  # noqa: F401
     import celery.backends.database  # noqa: F401
+    import celery.events  # noqa: F401 - the control's event dispatcher
     import celery.result  # noqa: F401
     import celery.worker  # noqa: F401
     import kombu.pidbox  # noqa: F401
@@ -122,6 +127,8 @@ def warm_imports() -> None:
     import kombu.transport.pyamqp  # noqa: F401
     import kombu.transport.redis  # noqa: F401
     import kombu.transport.sqlalchemy  # noqa: F401
+    import sqlalchemy.dialects.mysql  # noqa: F401 - kombu's tables name MySQL and SQLite options
+    import sqlalchemy.dialects.sqlite  # noqa: F401
 
     env = {"DATABASE_URL": "postgresql://warm@127.0.0.1:1/warm"}
     for broker in celery_app.BROKERS:
@@ -141,17 +148,15 @@ def concurrently(fn: Callable[..., T], cases: list[Any]) -> list[T]:
 
 @contextlib.contextmanager
 def running_worker(
-    database_url: str, spec: bench_celery.WorkerSpec, spool_dir: Path, log_path: Path, **env: str
-) -> Iterator[bench_celery.CeleryWorker]:
+    database_url: str, options: WorkerOptions, spool_dir: Path, log_path: Path, **env: str
+) -> Iterator[WorkerProcess]:
     """A started and ready worker, warm-stopped afterwards."""
-    worker = bench_celery.CeleryWorker(
-        spec, bench_celery.broker_env(database_url, spool_dir, **env), log_path
-    )
+    worker = WorkerProcess(options.argv(), worker_env(database_url, spool_dir, **env), log_path)
     try:
         worker.wait_ready(database_url, timeout=90)
         yield worker
     finally:
-        worker.terminate(20)
+        worker.stop(20)
 
 
 def unique(prefix: str) -> str:

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from shared import bench_celery, celery_app, contract, db, settings
+from shared import celery_app, contract, db, settings
+from shared.bench.adapters.celery import WorkerOptions, delete_queue
+from shared.bench.records import wait_finished
 
 from .conftest import concurrently, running_worker, unique
 
@@ -27,7 +29,7 @@ def test_on_each_broker_a_task_runs_is_retried_and_its_result_is_stored(
 def check_broker(broker: str, database_url: str, spool_dir, output_dir) -> None:
     spool_dir.mkdir()
     queue = unique(f"t-{broker}")
-    spec = bench_celery.WorkerSpec(
+    spec = WorkerOptions(
         broker=broker,
         pool="prefork",
         concurrency=2,
@@ -71,9 +73,9 @@ def check_broker(broker: str, database_url: str, spool_dir, output_dir) -> None:
             )
             assert ok.get(timeout=60) is None
             assert retried.get(timeout=60) is None
-            events = bench_celery.wait_finished(spool_dir, run_id, 2, 30)
+            events = wait_finished(spool_dir, run_id, 2, 30)
     finally:
-        bench_celery.delete_queue(app, broker, queue)
+        delete_queue(app, broker, queue)
 
     # The retry policy of the contract: attempts 1 and 2 fail, 3 succeeds, after backoffs of ~1 s and ~2 s;
     # `meta` survives the retries (it travels in the headers of the re-sent message).

@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from shared import bench_celery, celery_app, db, embedded, settings
+from shared import celery_app, db, embedded, settings
+from shared.bench.adapters.celery import WorkerOptions
+from shared.bench.records import read_spool, wait_finished
+from shared.bench.workers import WorkerProcess, worker_env
 
 from ..support import VENV_BIN, service_env, wait_until
 from .conftest import WORKER_ENV, RedisServer, concurrently, running_worker, unique
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def test_sigterm_is_a_warm_shutdown_that_finishes_the_running_task(database_url, tmp_path, output_dir):
     queue = unique("warm")
-    spec = bench_celery.WorkerSpec(
+    spec = WorkerOptions(
         broker="postgres",
         pool="prefork",
         concurrency=1,
@@ -27,8 +30,8 @@ def test_sigterm_is_a_warm_shutdown_that_finishes_the_running_task(database_url,
         polling_interval=0.1,
         loglevel="INFO",
     )
-    worker = bench_celery.CeleryWorker(
-        spec, bench_celery.broker_env(database_url, tmp_path, **WORKER_ENV), output_dir / "w.log"
+    worker = WorkerProcess(
+        spec.argv(), worker_env(database_url, tmp_path, **WORKER_ENV), output_dir / "w.log"
     )
     try:
         worker.wait_ready(database_url, timeout=90)
@@ -36,18 +39,16 @@ def test_sigterm_is_a_warm_shutdown_that_finishes_the_running_task(database_url,
         celery_app.send(
             app, "sleep", {"ms": 2000}, {"run_id": 7, "seq": 1, "enqueued_at": time.time()}, queue=queue
         )
-        bench_celery.wait_for(
-            lambda: any(e.kind == "start" for e in bench_celery.read_events(tmp_path, 7)),
-            60,
-            "the start record",
+        wait_until(
+            lambda: any(e.kind == "start" for e in read_spool(tmp_path, 7)), 60, message="the start record"
         )
-        # SIGTERM to the main process alone, as a process manager does (design: `kill_signal` on Fly).
+        # SIGTERM to the main process alone, as a process manager does (docs/deploy.md: `kill_signal` on Fly).
         term_at = time.time()
         os.kill(worker.pid, signal.SIGTERM)
         assert worker.popen.wait(60) == 0, worker.log()
     finally:
-        worker.terminate(5)
-    events = bench_celery.read_events(tmp_path, 7)
+        worker.stop(5)
+    events = read_spool(tmp_path, 7)
     assert [e.kind for e in events] == ["start", "finish"]
     assert events[1].ts > term_at  # it was still running when the signal came, and it finished
     with db.connect(database_url) as conn:
@@ -135,9 +136,7 @@ def test_bad_worker_settings_give_one_clear_line(database_url, monkeypatch, caps
 def test_a_redis_broker_that_goes_down_mid_run_is_survived(database_url, tmp_path, output_dir):
     server = RedisServer(output_dir / "redis.log").start()
     queue = unique("down")
-    spec = bench_celery.WorkerSpec(
-        broker="redis", pool="prefork", concurrency=1, queues=[queue], loglevel="INFO"
-    )
+    spec = WorkerOptions(broker="redis", pool="prefork", concurrency=1, queues=[queue], loglevel="INFO")
     s = settings.load({**os.environ, "REDIS_URL": server.url})
     try:
         with running_worker(
@@ -147,8 +146,8 @@ def test_a_redis_broker_that_goes_down_mid_run_is_survived(database_url, tmp_pat
             meta = {"run_id": 9, "enqueued_at": time.time()}
             celery_app.send(app, "noop", {}, {**meta, "seq": 1}, queue=queue)
             celery_app.send(app, "sleep", {"ms": 1500}, {**meta, "seq": 2}, queue=queue)
-            bench_celery.wait_for(
-                lambda: any(e.seq == 2 for e in bench_celery.read_events(tmp_path, 9)), 60, "task 2 starting"
+            wait_until(
+                lambda: any(e.seq == 2 for e in read_spool(tmp_path, 9)), 60, message="task 2 starting"
             )
             server.stop()  # our own server, on its own port: the machine's Redis is never touched
             wait_until(lambda: "Connection to broker lost" in worker.log(), 30, message="the worker noticing")
@@ -156,7 +155,7 @@ def test_a_redis_broker_that_goes_down_mid_run_is_survived(database_url, tmp_pat
             server = RedisServer(output_dir / "redis-2.log", port=server.port).start()
             app = celery_app.make_app("redis", s=s)
             celery_app.send(app, "noop", {}, {**meta, "seq": 3, "enqueued_at": time.time()}, queue=queue)
-            events = bench_celery.wait_finished(tmp_path, 9, 3, 90)
+            events = wait_finished(tmp_path, 9, 3, 90)
             assert worker.alive()
     finally:
         server.stop()

@@ -29,9 +29,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared import bench_celery, celery_app, settings
+from shared import celery_app, settings
+from shared.bench.adapters.celery import WorkerOptions, delete_queue
+from shared.bench.records import Record, read_spool
+from shared.bench.workers import WorkerProcess, worker_env
 
-from ..support import ROOT
+from ..support import ROOT, wait_until
 from .conftest import WORKER_ENV, concurrently, unique
 
 pytestmark = pytest.mark.slow
@@ -122,7 +125,7 @@ def render(
     return "\n".join(lines)
 
 
-def classify(events: list[bench_celery.Event], seq: int, killed_at: float) -> tuple[str, float | None]:
+def classify(events: list[Record], seq: int, killed_at: float) -> tuple[str, float | None]:
     starts_after = [e.ts for e in events if e.seq == seq and e.kind == "start" and e.ts > killed_at]
     finishes = [e for e in events if e.seq == seq and e.kind == "finish"]
     after = starts_after[0] - killed_at if starts_after else None
@@ -142,7 +145,7 @@ def run_case(case: Case, database_url: str, base: Path, output_dir: Path, redis_
     spool_dir.mkdir(parents=True)
     queue = unique(f"rel-{case.slug}")
     extra = {"REDIS_URL": redis_url, **WORKER_ENV}
-    spec = bench_celery.WorkerSpec(
+    spec = WorkerOptions(
         broker=case.broker,
         configuration=case.configuration,
         pool="prefork",
@@ -153,7 +156,7 @@ def run_case(case: Case, database_url: str, base: Path, output_dir: Path, redis_
         restore_interval=REDIS_RESTORE_INTERVAL_S if case.broker == "redis" else None,
         loglevel="INFO",
     )
-    env = bench_celery.broker_env(database_url, spool_dir, **extra)
+    env = worker_env(database_url, spool_dir, **extra)
     app = celery_app.make_app(
         case.broker,
         case.configuration,
@@ -161,9 +164,9 @@ def run_case(case: Case, database_url: str, base: Path, output_dir: Path, redis_
         s=settings.load({**os.environ, "DATABASE_URL": database_url, **extra}),
     )
     run_id = time.time_ns() // 1000 % 2_000_000_000
-    workers: list[bench_celery.CeleryWorker] = []
+    workers: list[WorkerProcess] = []
     try:
-        first = bench_celery.CeleryWorker(spec, env, output_dir / f"{case.slug}-1.log")
+        first = WorkerProcess(spec.argv(), env, output_dir / f"{case.slug}-1.log")
         workers.append(first)
         first.wait_ready(database_url, timeout=120)
         for seq in (1, 2):
@@ -174,25 +177,26 @@ def run_case(case: Case, database_url: str, base: Path, output_dir: Path, redis_
                 {"run_id": run_id, "seq": seq, "enqueued_at": time.time()},
                 queue=queue,
             )
-        started = bench_celery.wait_for(
-            lambda: [e for e in bench_celery.read_events(spool_dir, run_id) if e.kind == "start"],
+        started = wait_until(
+            lambda: [e for e in read_spool(spool_dir, run_id) if e.kind == "start"],
             90,
-            f"{case.slug}: the first start record",
+            message=f"{case.slug}: the first start record",
         )[0]
         while time.time() < started.ts + KILL_AFTER_S:
             time.sleep(0.01)
         killed_at = time.time()
         if case.kill == "pool child":
-            assert started.pid in first.pool_pids(), (started.pid, first.pool_pids())
+            assert started.pid in first.pids()[1:], (started.pid, first.pids())
             os.kill(started.pid, signal.SIGKILL)
             consuming_at = killed_at
         else:
-            first.kill_main()
+            first.kill()  # SIGKILL to the main process alone
+            first.popen.wait(10)
             # billiard gives each pool child PDEATHSIG=SIGKILL: no orphan finishes the task behind our back.
-            bench_celery.wait_for(
-                lambda: not _alive(started.pid), 10, f"{case.slug}: the orphaned pool child to die"
+            wait_until(
+                lambda: not _alive(started.pid), 10, message=f"{case.slug}: the orphaned pool child to die"
             )
-            fresh = bench_celery.CeleryWorker(spec, env, output_dir / f"{case.slug}-2.log")
+            fresh = WorkerProcess(spec.argv(), env, output_dir / f"{case.slug}-2.log")
             workers.append(fresh)
             fresh.wait_ready(database_url, timeout=120)
             consuming_at = time.time()
@@ -201,9 +205,9 @@ def run_case(case: Case, database_url: str, base: Path, output_dir: Path, redis_
             time.sleep(0.2)
     finally:
         for w in workers:
-            w.terminate(15)
-        bench_celery.delete_queue(app, case.broker, queue)
-    events = bench_celery.read_events(spool_dir, run_id)
+            w.stop(15)
+        delete_queue(app, case.broker, queue)
+    events = read_spool(spool_dir, run_id)
     outcome, after = classify(events, started.seq, killed_at)
     other = 2 if started.seq == 1 else 1
     other_outcome = "finished" if any(e.seq == other and e.kind == "finish" for e in events) else "not run"

@@ -1,4 +1,4 @@
-"""Findings about kombu's SQLAlchemy transport (design section 3), measured on a real PostgreSQL.
+"""Findings about kombu's SQLAlchemy transport (docs/architecture.md, "Settings and the database"), measured on a real PostgreSQL.
 
 - A fetch takes one message with `SELECT ... LIMIT 1 FOR UPDATE`, without `SKIP LOCKED`: a consumer waits
   behind another's row lock instead of taking the next message.

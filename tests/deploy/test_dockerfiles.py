@@ -1,6 +1,6 @@
 """Every Dockerfile, read by BuildKit's parser and checked against the house rules (no Docker engine here).
 
-Rules (issue 7, design section 2): built from the repository root; multi-stage; dependencies installed by
+Rules (issue 7, docs/deploy.md): built from the repository root; multi-stage; dependencies installed by
 `uv sync --frozen` before any source is copied; a non-root user; PYTHONUNBUFFERED=1; SIGTERM as STOPSIGNAL
 (every service's graceful shutdown); CMD is the service's console script; every COPY source exists in the
 build context and `.dockerignore` lets it through.

@@ -1,4 +1,4 @@
-"""fly.toml follows design section 8, and each service's start command is the same in all four places.
+"""fly.toml follows docs/deploy.md, and each service's start command is the same in all four places.
 
 The four places: the service's console script (`[project.scripts]` of its pyproject.toml), its Dockerfile's
 CMD (and the root Dockerfile's, for web), its `[processes]` entry in fly.toml, and its Procfile.dev line,
@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from pgqueue_worker import config as pgqueue_config
 
 from ..support import ROOT

@@ -169,7 +169,7 @@ def test_web_image_answers_up_and_stops_on_sigterm(replays, database_url, output
     # The migrations need nothing the service images lack (the workers' images are built alike).
     migrate_from(image, env)
     # The executor the web starts writes its reports where the image allows the non-root user to write.
-    probe = "from shared.bench import executor; print(executor.reports_root())"
+    probe = "from shared import settings; from shared.bench import executor; print(settings.REPORTS_DIR)"
     reports = run(image, ["python", "-c", probe], env)
     assert reports.returncode == 0, reports.stderr
     assert Path(reports.stdout.strip()).is_relative_to(image.path(image.env["BENCH_DATA_DIR"]))

@@ -6,9 +6,8 @@ import subprocess
 import sys
 import textwrap
 
-from shared.contract import Ctx, Meta
-
 from shared import contract, db, spool
+from shared.contract import Ctx, Meta
 
 
 def count(url, sql="SELECT count(*) FROM job_events"):

@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 from psycopg import ClientCursor
 from psycopg.types.json import Jsonb
-from shared.pgqueue import queries
 
 from shared import db, pgqueue
+from shared.pgqueue import queries
 
 from ..support import plan_nodes
 

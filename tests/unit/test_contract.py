@@ -3,9 +3,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from shared.contract import Ctx, Meta
 
 from shared import contract, spool, workloads
+from shared.contract import Ctx, Meta
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from shared.settings import ConfigError
 
 from shared import settings
+from shared.settings import ConfigError
 
 
 def test_postgres_and_postgresql_forms_are_accepted_and_normalised():

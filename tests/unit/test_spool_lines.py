@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from shared.contract import Ctx, Meta
 
 from shared import spool
+from shared.contract import Ctx, Meta
 
 
 def expected_line(kind, meta, ctx, ts_us, error=None, worker_id="w-1", adapter="pgqueue"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from shared.contract import Ctx
 
 from shared import spool
+from shared.contract import Ctx
 
 CTX = Ctx("pgqueue", worker_id="w-1")
 

@@ -41,7 +41,7 @@ def test_an_invalid_spec_is_a_422_naming_each_field(client, launched):
     for body, field in [
         ({**SPEC, "repetitions": 99}, "repetitions"),
         ({**SPEC, "jobs": 0}, "jobs"),
-        ({**SPEC, "adapters": ["kafka"]}, "adapter"),
+        ({**SPEC, "adapters": ["kafka"]}, "adapters"),
     ]:
         resp = client.post("/api/experiments", json=body, headers=BASIC)
         assert resp.status_code == 422, body

@@ -11,6 +11,7 @@ import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck
+
 from web import openapi
 
 from .conftest import BASIC

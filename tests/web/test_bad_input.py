@@ -115,8 +115,7 @@ def test_attached_mode_offers_only_what_running_workers_can_do(user):
         },
     )
     assert resp.status_code == 400
-    assert "no pgqueue worker is running" in resp.text
-    assert "no Celery worker is running on redis" in resp.text
+    assert "attached mode: no worker is running for pgqueue, celery.redis.defaults (make dev)" in resp.text
 
 
 def test_fault_scenario_is_refused_in_attached_mode(user):

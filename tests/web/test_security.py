@@ -1,4 +1,4 @@
-"""Security of the pages and the API (design section 7), with Flask's test client on real PostgreSQL."""
+"""Security of the pages and the API (docs/architecture.md, "The web"), with Flask's test client on real PostgreSQL."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Create Date: 2026-11-30
 Every record is formatted by the worker that runs the job, inside the time a benchmark measures. A
 float's shortest `repr` cost a worker on this project's 2-core machine about 1.3 us, three times per
 no-op job, while an integer formats in a fraction of that; the database also parses a bigint faster
-than a double. The columns keep the wall clock of the acting process (design section 6a), in
+than a double. The columns keep the wall clock of the acting process (docs/architecture.md, "The job contract"), in
 microseconds, and are renamed to say so. Readers divide by 1e6.
 """
 

@@ -85,7 +85,7 @@ def upgrade() -> None:
         schema=S,
     )
 
-    # Heartbeats of every worker of both queues (design section 6a)
+    # Heartbeats of every worker of both queues (docs/architecture.md, "The job contract")
     op.create_table(
         "workers",
         sa.Column("id", sa.Text, primary_key=True),

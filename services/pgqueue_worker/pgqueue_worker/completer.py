@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg.types.json import Jsonb
-from shared.pgqueue import queries
 
 from shared import contract, db
+from shared.pgqueue import queries
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable, Iterable
 
 import psycopg
-from shared.pgqueue import CHANNEL
 
 from shared import db
+from shared.pgqueue import CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
-from shared.pgqueue import cron, queries
 
 from pgqueue_worker.config import Config
 from shared import db, pgqueue
+from shared.pgqueue import cron, queries
 
 log = logging.getLogger("pgqueue_worker.maintenance")
 

@@ -24,12 +24,12 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
-from shared.pgqueue import queries
 
 from pgqueue_worker.completer import Completer, error_record
 from pgqueue_worker.config import Config
 from pgqueue_worker.listener import Listener
 from shared import contract, db, heartbeat, settings, spool, workloads
+from shared.pgqueue import queries
 
 log = logging.getLogger("pgqueue_worker.process")
 
@@ -468,8 +468,13 @@ def main() -> int:
     proc = WorkerProcess(
         cfg, worker_id, s.queue_database_url, supervisor_id=os.environ.get("PGQUEUE_SUPERVISOR_ID")
     )
+
     # SIGTERM (from the supervisor): stop claiming and drain; the fetch loop returns
-    signal.signal(signal.SIGTERM, lambda *_: (proc.stopping.set(), proc.wake.set()))
+    def stop(*_: object) -> None:
+        proc.stopping.set()
+        proc.wake.set()
+
+    signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches the whole group
     proc.start()
     log.info("process %s started: queues=%s threads=%d", worker_id, ",".join(cfg.queues), cfg.threads)

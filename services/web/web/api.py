@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
-from shared.bench import experiments as bench
 
 from shared import pgqueue
+from shared.bench import experiments as bench
 from web import auth, celery_info, database, openapi, params, pgqueue_views, results, serializers
 
 bp = Blueprint("api", __name__, url_prefix="/api")

@@ -1,4 +1,4 @@
-"""Authentication: a login form and a session cookie for pages, HTTP Basic for `/api/` (design section 7).
+"""Authentication: a login form and a session cookie for pages, HTTP Basic for `/api/` (docs/architecture.md, "The web").
 
 Credentials come from the environment (`ADMIN_USER`, `ADMIN_PASSWORD`) and are compared in constant time.
 The session stores a keyed digest of the credentials it was opened with, so changing `ADMIN_PASSWORD`

@@ -88,7 +88,6 @@ def flat_figures(data: Any, prefix: str = "") -> dict[str, Any]:
 def _with_report(fn_name: str, *args: Any) -> Any:
     """Call the report module inside an admin transaction (statement timeout) on its psycopg connection."""
     from shared.bench import report  # imported on first use: it brings matplotlib
-
     from web import database
 
     with database.admin_conn() as conn:

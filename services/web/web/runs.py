@@ -11,18 +11,16 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from shared.bench import experiments as bench
 from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField, widgets
 from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional, ValidationError
 
-from shared import celery_app, models, workloads
+from shared import models, workloads
+from shared.bench import adapters, terms
+from shared.bench import experiments as bench
 from web import database, params, results, serializers
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
-SCENARIOS = ("drain", "steady", "burst", "fault")
-FAULTS = ("kill_worker", "restart_postgres")
-MAX_JOBS = 2_000_000
 RUN_COLUMNS = {*serializers.RUN_FIELDS, "run_id", "who", "family"}
 
 
@@ -40,17 +38,13 @@ class ExperimentForm(FlaskForm):
 
     mode = SelectField("Mode", choices=_choices(["managed", "attached"]), default="managed")
     adapters = MultiCheckbox(
-        "Adapters", choices=_choices(models.ADAPTERS), default=["pgqueue"], validators=[DataRequired()]
-    )
-    brokers = MultiCheckbox("Celery brokers", choices=_choices(celery_app.BROKERS), default=["postgres"])
-    celery_configs = MultiCheckbox(
-        "Celery configurations", choices=_choices(celery_app.CONFIGURATIONS), default=["defaults"]
+        "Adapters", choices=_choices(adapters.NAMES), default=["pgqueue"], validators=[DataRequired()]
     )
     job_count = IntegerField(
-        "Jobs per run", default=1000, validators=[InputRequired(), NumberRange(1, MAX_JOBS)]
+        "Jobs per run", default=1000, validators=[InputRequired(), NumberRange(1, terms.MAX_JOBS)]
     )
     scheduling_modes = MultiCheckbox(
-        "Scheduling", choices=_choices(models.SCHEDULING_MODES), default=["bulk"], validators=[DataRequired()]
+        "Scheduling", choices=_choices(terms.SCHEDULING_MODES), default=["bulk"], validators=[DataRequired()]
     )
     workload = SelectField("Workload", default="noop")
     workload_ms = IntegerField(
@@ -58,10 +52,10 @@ class ExperimentForm(FlaskForm):
         default=10,
         validators=[Optional(), NumberRange(0, 60_000)],
     )
-    scenario = SelectField("Scenario", choices=_choices(SCENARIOS), default="drain")
+    scenario = SelectField("Scenario", choices=_choices(terms.SCENARIOS), default="drain")
     rate = IntegerField("Arrival rate, jobs/s (steady)", validators=[Optional(), NumberRange(1, 100_000)])
     bursts = IntegerField("Bursts (burst)", validators=[Optional(), NumberRange(1, 1000)])
-    fault = SelectField("Fault (fault, managed only)", choices=_choices(FAULTS), default="kill_worker")
+    fault = SelectField("Fault (fault, managed only)", choices=_choices(terms.FAULTS), default="kill_worker")
     processes = IntegerField("Worker processes", default=1, validators=[InputRequired(), NumberRange(1, 64)])
     slots = IntegerField("Slots per process", default=4, validators=[InputRequired(), NumberRange(1, 256)])
     repetitions = IntegerField("Repetitions", default=5, validators=[InputRequired(), NumberRange(1, 50)])
@@ -78,6 +72,25 @@ class ExperimentForm(FlaskForm):
         super().__init__(*args, **kwargs)
         self.workload.choices = _choices([w for w in workloads.REGISTRY if w != "always_fail"])
 
+    def option_fields(self) -> list[Any]:
+        """The adapters' variant options (a matrix key each: brokers, configs, ...), in registry order."""
+        return [self[key] for key in OPTION_FIELDS]
+
+
+def _option_fields() -> dict[str, tuple[str, tuple[str, ...], str]]:
+    """Each adapter option's matrix key -> (label, choices, default); options sharing a key share a field."""
+    out: dict[str, tuple[str, tuple[str, ...], str]] = {}
+    for a in adapters.REGISTRY.values():
+        for o in a.options:
+            label, choices, default = out.get(o.matrix_key, (f"{a.name}: {o.help}", (), o.default))
+            out[o.matrix_key] = (label, tuple(dict.fromkeys((*choices, *o.choices))), default)
+    return out
+
+
+OPTION_FIELDS = _option_fields()
+for _key, (_label, _values, _default) in OPTION_FIELDS.items():
+    setattr(ExperimentForm, _key, MultiCheckbox(_label, choices=_choices(_values), default=[_default]))
+
 
 def form_to_spec(form: ExperimentForm) -> dict[str, Any]:
     """The experiment spec (the benchmark library's matrix form) a form submission describes."""
@@ -86,8 +99,7 @@ def form_to_spec(form: ExperimentForm) -> dict[str, Any]:
         params["ms"] = form.workload_ms.data
     spec: dict[str, Any] = {
         "adapters": list(form.adapters.data or []),
-        "brokers": list(form.brokers.data or []) or ["postgres"],
-        "celery_configs": list(form.celery_configs.data or []) or ["defaults"],
+        **{key: list(form[key].data or []) or [default] for key, (_, _, default) in OPTION_FIELDS.items()},
         "jobs": form.job_count.data,
         "scheduling": list(form.scheduling_modes.data or []),
         "workload": form.workload.data,
@@ -116,15 +128,14 @@ def _spec_errors_to_form(form: ExperimentForm, errors: dict[str, str]) -> list[s
         "params": "workload_ms",
         "scheduling": "scheduling_modes",
         "scenarios": "scenario",
-        "celery_config": "celery_configs",
-        "configs": "celery_configs",
-        "broker": "brokers",
+        **{f"options.{o.name}": o.matrix_key for a in adapters.REGISTRY.values() for o in a.options},
         "adapter": "adapters",
         "cases": "adapters",
     }
     leftover = []
     for key, message in errors.items():
-        name = aliases.get(str(key).split(".")[0].split("[")[0], str(key).split(".")[0].split("[")[0])
+        path = str(key).split("].", 1)[-1]
+        name = aliases.get(path, path.split(".")[0].split("[")[0])
         field = form._fields.get(name)
         if field is not None:
             field.errors = [*list(field.errors), message]
@@ -192,38 +203,39 @@ def live_workers() -> list[Any]:
     """Workers whose heartbeat is recent and that have not stopped: what attached mode can use."""
     W = models.Worker.__table__
     with database.admin_conn("queue") as conn:
-        return conn.execute(
-            W.select()
-            .where(
-                W.c.stopped_at.is_(None), W.c.heartbeat_at > sa.func.now() - sa.text("interval '15 seconds'")
-            )
-            .order_by(W.c.heartbeat_at.desc())
-            .limit(50)
-        ).all()
+        return list(
+            conn.execute(
+                W.select()
+                .where(
+                    W.c.stopped_at.is_(None),
+                    W.c.heartbeat_at > sa.func.now() - sa.text("interval '15 seconds'"),
+                )
+                .order_by(W.c.heartbeat_at.desc())
+                .limit(50)
+            ).all()
+        )
 
 
 def attached_workers_suffice(form: ExperimentForm, workers: list[Any]) -> bool:
     """In attached mode the form offers only what running workers can do: say what is missing."""
     if form.mode.data != "attached":
         return True
-    ok = True
-    adapters = set(form.adapters.data or [])
-    if "pgqueue" in adapters and not any(w.adapter == "pgqueue" for w in workers):
+    try:
+        spec = bench.validate_spec(form_to_spec(form))
+    except bench.SpecError:
+        return True  # the spec's own errors are reported by the caller
+    rows = [dict(w._mapping) for w in workers]
+    missing = list(  # in the spec's order: the registry's
+        dict.fromkeys(
+            c.who for c in spec.cases if adapters.get(c.adapter).attached_queue(rows, c.options) is None
+        )
+    )
+    if missing:
         form.adapters.errors = [
             *form.adapters.errors,
-            "attached mode: no pgqueue worker is running (make dev)",
+            f"attached mode: no worker is running for {', '.join(missing)} (make dev)",
         ]
-        ok = False
-    if "celery" in adapters:
-        running = {(w.info or {}).get("broker") for w in workers if w.adapter == "celery"}
-        missing = [b for b in (form.brokers.data or ["postgres"]) if b not in running]
-        if missing:
-            form.brokers.errors = [
-                *form.brokers.errors,
-                f"attached mode: no Celery worker is running on {', '.join(missing)}",
-            ]
-            ok = False
-    return ok
+    return not missing
 
 
 @bp.get("/experiments/<int:experiment_id>")

@@ -1,4 +1,4 @@
-"""The correctness audit of one run (design section 6a), keyed by `(run_id, seq)`.
+"""The correctness audit of one run, keyed by `(run_id, seq)` (docs/benchmark.md, "The audit").
 
 From the start, finish and fail records of a run and the set of `seq` the harness enqueued:
 
@@ -22,16 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
-
-@dataclass(frozen=True)
-class Event:
-    """One record of `job_events`, as the audit needs it."""
-
-    seq: int
-    kind: str
-    ts: float
-    attempt: int = 1
-    worker_id: str = ""
+from shared.bench import records
+from shared.bench.records import Record
 
 
 @dataclass
@@ -60,10 +52,10 @@ class Audit:
         return {**asdict(self), "ok": self.ok}
 
 
-def audit(enqueued: Iterable[int], events: Iterable[Event]) -> Audit:
+def audit(enqueued: Iterable[int], events: Iterable[Record]) -> Audit:
     """Audit one run from the `seq`s enqueued and the events recorded (in any order)."""
     expected = set(enqueued)
-    by_seq: dict[int, list[Event]] = defaultdict(list)
+    by_seq: dict[int, list[Record]] = defaultdict(list)
     for e in events:
         by_seq[e.seq].append(e)
     a = Audit(enqueued=len(expected))
@@ -115,15 +107,6 @@ def audit(enqueued: Iterable[int], events: Iterable[Event]) -> Audit:
     return a
 
 
-def load_events(conn: psycopg.Connection, run_id: int) -> list[Event]:
-    """Every recorded event of run `run_id`."""
-    rows = conn.execute(
-        "SELECT seq, kind, ts_us / 1e6::float8, attempt, worker_id FROM job_events WHERE run_id = %s",
-        (run_id,),
-    ).fetchall()
-    return [Event(int(s), k, float(t), int(a), w) for s, k, t, a, w in rows]
-
-
 def audit_run(conn: psycopg.Connection, run_id: int, enqueued: Iterable[int]) -> Audit:
     """Audit run `run_id` from the database."""
-    return audit(enqueued, load_events(conn, run_id))
+    return audit(enqueued, records.of_run(conn, run_id))

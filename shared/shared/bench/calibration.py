@@ -1,75 +1,130 @@
-"""The calibration row: the raw SQL ceiling for the same work on the same database, in the same run.
+"""The raw ceiling: what a job queue could do at best on this database, measured in plain SQL in the same
+run, so that every contender's figures are also stated as a ratio to it (docs/benchmark.md, "Calibration").
 
-The work is what a queue must do at the least: insert N rows in one COPY, then claim them in batches
-with `FOR UPDATE SKIP LOCKED` and delete them, one client, no job bodies. pgqueue's own measurement
-(`shared.pgqueue.calibrate.raw_ceiling`) is used when it exists, so `make bench` and `make bench-pgqueue`
-report the same ceiling; this fallback does the same thing in a temporary table.
+On `queue.pgqueue_calibration` (a primary key and a claim index, nothing else), from one process:
+
+- **drain**: claim 100 jobs in one statement (`FOR UPDATE SKIP LOCKED`, committed asynchronously), then
+  complete them in one statement (committed synchronously), in a loop; no job body, no recording;
+- **copy**: one plain COPY of the same rows (a bulk enqueue, minus validation and indexes);
+- **insert**: one single-row INSERT per transaction (a one-by-one enqueue);
+- **notify**: the LISTEN/NOTIFY round trip (p50 and p99, ms), the floor of enqueue-to-start latency.
+
+Each rate is jobs per second.
 """
 
 from __future__ import annotations
 
-import importlib
+import threading
 import time
 from typing import Any
 
 from shared import db
+from shared.bench import stats, store
 
 CLAIM_BATCH = 100
 
 
-def _own_ceiling(url: str, jobs: int) -> dict[str, Any]:
-    with db.connect(url, role="harness-calibration") as conn:
-        conn.execute(
-            "CREATE TEMP TABLE calib_jobs (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-            "task text NOT NULL, args jsonb NOT NULL)"
-        )
-        conn.commit()
+def _rows(jobs: int, run_id: int = 0) -> str:
+    now = time.time()
+    return "".join(
+        f'noop\t{{}}\t{{"run_id":{run_id},"seq":{i},"enqueued_at":{now!r}}}\n' for i in range(jobs)
+    )
+
+
+def _empty(url: str) -> None:
+    with db.connect(url, role="calibrate", autocommit=True) as conn:
+        conn.execute(store.q("calibration_empty"))
+
+
+def raw_copy(url: str, jobs: int) -> float:
+    """Jobs per second of one plain COPY of `jobs` rows (the table is emptied first)."""
+    data = _rows(jobs)
+    with db.connect(url, role="calibrate", autocommit=True) as conn:
+        conn.execute(store.q("calibration_empty"))
         started = time.perf_counter()
-        with conn.cursor().copy("COPY calib_jobs (task, args) FROM STDIN") as copy:
-            for _ in range(jobs):
-                copy.write_row(("noop", "{}"))
-        conn.commit()
-        inserted = time.perf_counter()
+        with conn.transaction(), conn.cursor().copy(store.q("calibration_copy")) as copy:
+            copy.write(data)
+        return jobs / (time.perf_counter() - started)
+
+
+def raw_drain(url: str, jobs: int, batch: int = CLAIM_BATCH) -> float:
+    """Jobs per second of claim-`batch`-then-complete from one process over `jobs` copied rows."""
+    with (
+        db.connect(url, role="calibrate", autocommit=True) as conn,
+        db.connect(url, role="calibrate-claim", autocommit=True) as claim,
+    ):
+        conn.execute(store.q("calibration_empty"))
+        with conn.transaction(), conn.cursor().copy(store.q("calibration_copy")) as copy:
+            copy.write(_rows(jobs))
+        conn.execute(store.q("calibration_analyze"))
+        # As a queue's claims can: they commit asynchronously, completions synchronously.
+        claim.execute("SET synchronous_commit TO off")
         done = 0
+        started = time.perf_counter()
         while True:
-            rows = conn.execute(
-                "DELETE FROM calib_jobs WHERE id IN (SELECT id FROM calib_jobs ORDER BY id "
-                "FOR UPDATE SKIP LOCKED LIMIT %s) RETURNING id",
-                (CLAIM_BATCH,),
-            ).fetchall()
-            conn.commit()
+            rows = claim.execute(store.q("calibration_claim"), {"limit": batch}, prepare=True).fetchall()
             if not rows:
                 break
+            conn.execute(store.q("calibration_complete"), {"ids": [r[0] for r in rows]}, prepare=True)
             done += len(rows)
-        finished = time.perf_counter()
-        conn.execute("DROP TABLE calib_jobs")
-        conn.commit()
-    total = finished - started
-    return {
+        return done / (time.perf_counter() - started)
+
+
+def raw_insert(url: str, jobs: int) -> float:
+    """Jobs per second of single-row INSERTs, one per transaction, from one connection."""
+    with db.connect(url, role="calibrate", autocommit=True) as conn:
+        conn.execute(store.q("calibration_empty"))
+        now = time.time()
+        started = time.perf_counter()
+        for i in range(jobs):
+            meta = f'{{"run_id":0,"seq":{i},"enqueued_at":{now!r}}}'
+            conn.execute(
+                store.q("calibration_insert"), {"task": "noop", "params": "{}", "meta": meta}, prepare=True
+            )
+        return jobs / (time.perf_counter() - started)
+
+
+def raw_notify(url: str, count: int = 300, interval: float = 0.005) -> dict[str, float | None]:
+    """Round trip of a NOTIFY (sent in its own transaction) to a listening connection, p50 and p99 in ms."""
+    listener = db.connect(url, role="calibrate-listen", autocommit=True)
+    listener.execute(store.q("calibration_listen"))
+    delays: list[float] = []
+
+    def listen() -> None:
+        for note in listener.notifies(timeout=count * interval + 10, stop_after=count):
+            delays.append((time.time() - float(note.payload)) * 1000)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    with db.connect(url, role="calibrate", autocommit=True) as conn:
+        for _ in range(count):
+            conn.execute(store.q("calibration_notify"), {"payload": repr(time.time())}, prepare=True)
+            time.sleep(interval)
+    thread.join(count * interval + 15)
+    listener.close()
+    p = stats.percentiles(delays, (50.0, 99.0))
+    return {"notify_p50_ms": p["p50"], "notify_p99_ms": p["p99"]}
+
+
+def raw_ceiling(url: str, jobs: int = 100_000, insert_jobs: int | None = None) -> dict[str, Any]:
+    """The raw ceiling on `url`: `{"drain": jobs/s, "copy": jobs/s, "insert": jobs/s, "notify_p50_ms": ...}`,
+    with `jobs_per_second` the drain (the figure drains are compared with).
+
+    `jobs` rows for drain and copy; `insert_jobs` (default `jobs // 20`, at least 1,000) single-row
+    inserts. The scratch table is emptied afterwards.
+    """
+    insert_jobs = insert_jobs or max(1000, jobs // 20)
+    drain = raw_drain(url, jobs)
+    result = {
         "source": "shared.bench.calibration",
-        "jobs": done,
-        "insert_seconds": round(inserted - started, 4),
-        "claim_seconds": round(finished - inserted, 4),
-        "seconds": round(total, 4),
-        "jobs_per_second": round(done / total, 1) if total else None,
+        "jobs": jobs,
+        "insert_jobs": insert_jobs,
+        "batch": CLAIM_BATCH,
+        "drain": drain,
+        "jobs_per_second": round(drain, 1),
+        "copy": raw_copy(url, jobs),
+        "insert": raw_insert(url, insert_jobs),
+        **raw_notify(url),
     }
-
-
-def raw_ceiling(url: str, jobs: int) -> dict[str, Any]:
-    """Jobs per second of the raw SQL ceiling for `jobs` no-op jobs (pgqueue's measurement if present)."""
-    try:
-        mod = importlib.import_module("shared.pgqueue.calibrate")
-        fn = getattr(mod, "raw_ceiling", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        try:
-            result = fn(url, jobs)
-            if isinstance(result, dict):
-                # pgqueue's measurement reports jobs/s per phase; "drain" is the claim-and-complete ceiling.
-                rate = result.get("jobs_per_second") or result.get("drain")
-                return {"source": "shared.pgqueue.calibrate", **result, "jobs_per_second": rate}
-            return {"source": "shared.pgqueue.calibrate", "jobs": jobs, "jobs_per_second": float(result)}
-        except Exception:  # noqa: BLE001 - fall back to our own measurement
-            pass
-    return _own_ceiling(url, jobs)
+    _empty(url)
+    return result

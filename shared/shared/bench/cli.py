@@ -1,222 +1,54 @@
-"""`make bench` / `python -m shared.bench`: run the comparison, or execute a stored experiment.
+"""`python -m shared.bench`: the one benchmark program (docs/benchmark.md, "Commands").
 
-    python -m shared.bench [options]        the default matrix (or a chosen one), managed mode
-    python -m shared.bench execute ID       execute a pending experiment (what the web launches)
+    python -m shared.bench [compare] [options]      every contender side by side (`make bench`)
+    python -m shared.bench queue --adapter NAME     one queue's own figures (`make bench-pgqueue`, `bench-celery`)
+    python -m shared.bench web [options]            the admin pages on 1,000,000 jobs (`make bench-web`)
+    python -m shared.bench execute ID               execute a pending experiment (what the web launches)
+    python -m shared.bench report ID --output DIR   write an experiment's report again from its rows
 
-Without `DATABASE_URL` the command starts its own embedded PostgreSQL (data under
-`.data/bench-pg`, kept between runs so the rows stay inspectable) and stops it at the end; with it,
-it uses that database and skips the PostgreSQL-restart fault. Every process it starts gets
-`DATABASE_URL`. Bad input gets one line and exit code 2 before anything starts.
+Without `DATABASE_URL` a command starts its own embedded PostgreSQL; with it, it uses that database (and
+the PostgreSQL-restart fault is skipped). Every process a command starts gets `DATABASE_URL`. Bad input
+gets one line and exit code 2 before anything starts.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shared import settings
 from shared.bench import spec
+from shared.bench.usage import UsageError
 
-# Heavy modules (Celery, SQLAlchemy, Alembic, matplotlib) are imported after the arguments are
-# checked, so that bad input is answered at once.
+# Heavy modules (Celery, SQLAlchemy, Alembic, matplotlib) are imported after the arguments are checked,
+# so that bad input is answered at once.
 
-PARTS = ("noop-one", "noop-bulk", "sleep", "steady", "fault", "overhead")
-
-
-class UsageError(Exception):
-    """Bad input: one line for the user."""
-
-
-def _csv(value: str | None, allowed: tuple[str, ...], what: str) -> list[str] | None:
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [v for v in items if v not in allowed]
-    if bad:
-        raise UsageError(f"unknown {what} {', '.join(repr(b) for b in bad)}; use one of {', '.join(allowed)}")
-    if not items:
-        raise UsageError(f"--{what}s needs at least one of {', '.join(allowed)}")
-    return items
+COMMANDS = ("compare", "queue", "web", "execute", "report")
+BENCH_PG_DIR = settings.DATA_DIR / "bench-pg"
+"""`make bench`'s own cluster, kept between runs so that the rows stay inspectable."""
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="make bench ARGS=... | python -m shared.bench",
-        description="Compare Celery and pgqueue: the default matrix, or the parts and sizes you pick. "
-        "`python -m shared.bench execute ID` executes a stored experiment (the web uses it).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--adapters", default="pgqueue,celery", help="comma-separated: pgqueue, celery")
-    p.add_argument(
-        "--brokers",
-        default=None,
-        help="Celery brokers, comma-separated (postgres, redis, rabbitmq); default: postgres, plus redis "
-        "and rabbitmq when they answer. A broker named here must answer.",
-    )
-    p.add_argument(
-        "--full",
-        action="store_true",
-        help="add Celery's `reliable` configuration and the PostgreSQL-restart fault",
-    )
-    p.add_argument("--parts", default=",".join(PARTS), help=f"which parts of the matrix: {', '.join(PARTS)}")
-    p.add_argument("--jobs", type=int, default=500, help="jobs per noop drain run")
-    p.add_argument(
-        "--overhead-jobs",
-        type=int,
-        default=100_000,
-        help="jobs per run of the recording on/off pair (pgqueue)",
-    )
-    p.add_argument("--sleep-jobs", type=int, default=300, help="jobs per sleep drain run")
-    p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
-    p.add_argument("--slots", type=int, default=10, help="total worker slots per adapter (equal for both)")
-    p.add_argument("--rate", type=float, default=200.0, help="steady scenario: arrivals per second")
-    p.add_argument("--duration", type=float, default=3.0, help="steady scenario: seconds of arrivals")
-    p.add_argument("--fault-jobs", type=int, default=200, help="jobs per fault run (sleep jobs)")
-    p.add_argument("--fault-ms", type=float, default=50.0, help="milliseconds each fault-run job sleeps")
-    p.add_argument(
-        "--repetitions",
-        type=int,
-        default=5,
-        help="interleaved repetitions per case (at least 5 for the statistics)",
-    )
-    p.add_argument("--spec", type=Path, default=None, help="a JSON spec file instead of the matrix options")
-    p.add_argument(
-        "--output", type=Path, default=None, help="report folder (default reports/<timestamp>-e<id>/)"
-    )
-    p.add_argument("--no-calibration", action="store_true", help="skip the raw SQL ceiling")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--stall-seconds",
-        type=float,
-        default=None,
-        help="end a run when no job finished for this long (default 20, fault runs 30: pgqueue's rescue)",
-    )
-    p.add_argument("--loglevel", default="WARNING")
-    return p
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Everything about the options that needs no server: raises `UsageError`."""
-    if args.spec is not None:
-        return
-    _csv(args.adapters, spec.ADAPTERS, "adapter")
-    _csv(args.parts, PARTS, "part")
-    if args.brokers is not None:
-        _csv(args.brokers, spec.BROKERS, "broker")
-    for name, value in (
-        ("--jobs", args.jobs),
-        ("--sleep-jobs", args.sleep_jobs),
-        ("--overhead-jobs", args.overhead_jobs),
-        ("--fault-jobs", args.fault_jobs),
-    ):
-        if value <= 0:
-            raise UsageError(f"{name} must be a positive number of jobs, got {value}")
-    if args.sleep_ms < 0 or args.fault_ms < 0:
-        raise UsageError(
-            f"--sleep-ms and --fault-ms must not be negative, got {args.sleep_ms} and {args.fault_ms}"
+def settings_without_database() -> settings.Settings:
+    """The settings, with a placeholder database when none is configured yet (the command starts its own)."""
+    try:
+        return settings.load(
+            {**os.environ, "DATABASE_URL": os.environ.get("DATABASE_URL") or "postgresql://x@127.0.0.1:1/x"}
         )
-    if args.rate <= 0 or args.duration <= 0:
-        raise UsageError(f"--rate and --duration must be positive, got {args.rate} and {args.duration}")
-    if args.stall_seconds is not None and args.stall_seconds <= 0:
-        raise UsageError(f"--stall-seconds must be positive, got {args.stall_seconds}")
-    if args.repetitions < 1:
-        raise UsageError(f"--repetitions must be at least 1, got {args.repetitions}")
-    if args.slots < 2:
-        raise UsageError(f"--slots must be at least 2 (pgqueue runs 2 processes), got {args.slots}")
-
-
-def build_spec(args: argparse.Namespace, available: dict[str, str | None]) -> tuple[spec.Spec, list[str]]:
-    """The spec the options describe; `available` maps broker/adapter names to why they cannot run."""
-    notes: list[str] = []
-    if args.spec is not None:
-        try:
-            data = json.loads(args.spec.read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read the spec file {args.spec}: {exc}") from None
-        return spec.validate_spec(data), notes
-    adapters_ = _csv(args.adapters, spec.ADAPTERS, "adapter") or []
-    parts = _csv(args.parts, PARTS, "part") or []
-    if args.brokers is None:
-        brokers = ["postgres"]
-        for b in ("redis", "rabbitmq"):
-            if available.get(b) is None:
-                brokers.append(b)
-            else:
-                notes.append(f"Celery on {b} skipped: {available[b]}")
-    else:
-        brokers = _csv(args.brokers, spec.BROKERS, "broker") or []
-        for b in brokers:
-            if available.get(b):
-                raise UsageError(available[b] or "")
-    pgq = "pgqueue" in adapters_
-    if pgq and available.get("pgqueue"):
-        if args.adapters != "pgqueue,celery":
-            raise UsageError(available["pgqueue"] or "")
-        notes.append(f"pgqueue skipped: {available['pgqueue']}")
-        pgq = False
-    data = spec.default_matrix(
-        brokers=brokers if "celery" in adapters_ else [],
-        full=args.full,
-        pgqueue=pgq,
-        noop_jobs=args.jobs,
-        sleep_jobs=args.sleep_jobs,
-        sleep_ms=args.sleep_ms,
-        slots=args.slots,
-        steady_rate=args.rate,
-        steady_seconds=args.duration,
-        fault_jobs=args.fault_jobs,
-        fault_ms=args.fault_ms,
-        repetitions=args.repetitions,
-        restart_postgres=args.full,
-        overhead="overhead" in parts,
-        overhead_jobs=args.overhead_jobs,
-    )
-
-    def wanted(c: dict[str, Any]) -> bool:
-        if c.pop("part", None) == "overhead":
-            return "overhead" in parts
-        if c.get("scenario") == "fault":
-            return "fault" in parts
-        if c.get("recording") is False:
-            return "overhead" in parts
-        if c.get("scenario") == "steady":
-            return "steady" in parts
-        if c["workload"] == "sleep":
-            return "sleep" in parts
-        return ("noop-one" if c["scheduling"] == "one_by_one" else "noop-bulk") in parts
-
-    data["cases"] = [c for c in data["cases"] if wanted(c)]
-    if not data["cases"]:
-        raise UsageError("nothing to run: the chosen adapters and parts leave no case")
-    data["notes"] = notes
-    return spec.validate_spec(data), notes
-
-
-def availability(s: settings.Settings, wanted: list[str]) -> dict[str, str | None]:
-    """Why each optional piece cannot run (None: it can)."""
-    from shared.bench import checks
-
-    out: dict[str, str | None] = {b: checks.check_broker(b, s) for b in ("redis", "rabbitmq")}
-    if "pgqueue" in wanted:
-        from shared.bench import adapters
-
-        out["pgqueue"] = adapters.pgqueue_worker_available()
-    else:
-        out["pgqueue"] = "not asked for"
-    return out
+    except settings.ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 class Progress:
     """A tqdm bar over the experiment's runs (a line per run when tqdm is missing or output is not a tty)."""
 
     def __init__(self, enabled: bool) -> None:
-        self.bar = None
+        self.bar: Any = None
         self.enabled = enabled
         if enabled:
             try:
@@ -244,118 +76,87 @@ class Progress:
             self.bar.close()
 
 
-def print_summary(out: Path) -> None:
-    data = json.loads((out / "results.json").read_text())
-    print()
-    for fam, comp in sorted(data["comparisons"].items()):
-        print(fam)
-        for row in comp["rows"]:
-            if row["figure"] not in ("throughput", "e2e_p50_ms", "e2e_p99_ms"):
-                continue
-            cells = ", ".join(
-                f"{who} {r['median']:.1f} [{r['ci_low']:.1f}-{r['ci_high']:.1f}]"
-                for who, r in row["results"].items()
-                if r["median"] is not None
-            )
-            print(f"  {row['figure']:<11} {cells}  -> {row['winner'] or row['verdict']}")
-    calib = data["calibration"]["median_jobs_per_second"]
-    if calib:
-        print(f"raw SQL ceiling: {calib:.0f} jobs/s")
-    for o in data["recording_overhead"]:
-        interval = f" [{o['ci_low']}-{o['ci_high']}]" if o.get("ci_low") is not None else ""
-        print(
-            f"recording overhead ({o['case_key']}): {o['overhead_percent']}%{interval} "
-            f"(median of {o['pairs']} side-by-side pairs)"
-        )
-    for f in data["faults"]:
-        a = f.get("audit") or {}
-        print(
-            f"fault {f['case_key']}: status {f['status']}, lost {a.get('lost')}, duplicates {a.get('duplicates')}, "
-            f"redelivered {a.get('redelivered')}"
-        )
-    for n in data["notes"]:
-        print(f"note: {n}")
-    print(f"\nreport: {out}/summary.md (results.json, results.csv, *.png)")
-
-
-def run(args: argparse.Namespace) -> int:
-    check_args(args)
-    own_db = not os.environ.get(settings.ENV_DATABASE_URL)
-    # Everything that can be checked without a database is checked before anything starts.
-    try:
-        s0 = settings.load(
-            {**os.environ, "DATABASE_URL": os.environ.get("DATABASE_URL") or "postgresql://x@127.0.0.1:1/x"}
-        )
-    except settings.ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    the_spec, notes = build_spec(args, availability(s0, _csv(args.adapters, spec.ADAPTERS, "adapter") or []))
+def run_experiment(
+    the_spec: spec.Spec,
+    *,
+    notes: list[str],
+    output: Path | None,
+    progress: bool,
+    calibrate: bool,
+    stall_seconds: float | None,
+    print_summary: Callable[[Path], None],
+    isolate_brokers: bool = False,
+    data_dir: Path = BENCH_PG_DIR,
+    keep: bool = True,
+) -> int:
+    """Start the database (`databases.target`: an embedded cluster in `data_dir`, kept afterwards when
+    `keep`, unless `DATABASE_URL` is set), insert the experiment, execute it here, print its summary.
+    Exit code 0, or 130 when it was cancelled, 1 when it failed."""
     from alembic import util as alembic_util
 
-    from shared import db, embedded
-    from shared import migrate as migrate_mod
-    from shared.bench import experiments
+    from shared import db
+    from shared.bench import databases, executor, experiments
 
-    cluster = None
     started = time.monotonic()
+    own = not os.environ.get(settings.ENV_DATABASE_URL)
     try:
-        if own_db:
-            cluster = embedded.EmbeddedCluster(settings.DATA_DIR / "bench-pg")
-            cluster.start()
-            os.environ["DATABASE_URL"] = cluster.url
-            print(f"embedded PostgreSQL at {cluster.url} (data in {cluster.path})", file=sys.stderr)
-        url = settings.load().database_url
-        try:
-            migrate_mod.upgrade(url, settings.load().queue_database_url)
-        except alembic_util.CommandError as exc:
-            hint = (
-                f"; it was migrated by another checkout of this project: remove {cluster.path} to start afresh"
-                if cluster is not None
-                else "; it was migrated by another version of this project"
-            )
-            raise UsageError(f"cannot migrate the database at {settings.redact(url)}: {exc}{hint}") from None
-        db.check_ready(url)
-        if cluster is not None:
-            with db.connect(url, role="harness", autocommit=True) as conn:
+        target_cm = databases.target(data_dir, keep=keep)
+        target = target_cm.__enter__()
+    except alembic_util.CommandError as exc:
+        hint = (
+            f"; it was migrated by another checkout of this project: remove {data_dir} to start afresh"
+            if own
+            else "; it was migrated by another version of this project"
+        )
+        url = settings.redact(os.environ.get(settings.ENV_DATABASE_URL, ""))
+        raise UsageError(f"cannot migrate the database at {url}: {exc}{hint}") from None
+    try:
+        if target.cluster is not None:
+            print(f"embedded PostgreSQL at {target.url} (data in {target.cluster.path})", file=sys.stderr)
+        db.check_ready(target.url)
+        if target.cluster is not None:
+            with db.connect(target.url, role="harness", autocommit=True) as conn:
                 experiments.reap_dead_executors(conn)
-        eid = experiments.start_experiment(the_spec, "managed", database_url=url)
-        n_runs = len(the_spec.schedule())
+        eid = experiments.start_experiment(the_spec, "managed", database_url=target.url)
         print(
-            f"experiment {eid}: {len(the_spec.cases)} cases, {n_runs} runs, {the_spec.repetitions} repetitions",
+            f"experiment {eid}: {len(the_spec.cases)} cases, {len(the_spec.schedule())} runs, "
+            f"{the_spec.repetitions} repetitions",
             file=sys.stderr,
         )
-        progress = Progress(not args.no_progress)
+        bar = Progress(progress)
         try:
-            out: Path | None = experiments.execute(
+            out = executor.Executor(
                 eid,
-                database_url=url,
-                cluster=cluster,
-                output_dir=args.output,
-                on_progress=progress,
-                calibrate=not args.no_calibration,
+                database_url=target.url,
+                cluster=target.cluster,
+                output_dir=output,
+                on_progress=bar,
+                calibrate=calibrate,
                 notes=notes,
-                stall_seconds=args.stall_seconds,
-            )
+                stall_seconds=stall_seconds,
+                isolate_brokers=isolate_brokers,
+            ).run()
         except RuntimeError as exc:
-            progress.close()
+            bar.close()
             print(f"error: experiment {eid} failed: {exc}", file=sys.stderr)
-            print(
-                f"what was measured is in {experiments.progress(eid, database_url=url)['report_dir']}",
-                file=sys.stderr,
-            )
+            report_dir = experiments.progress(eid, database_url=target.url)["report_dir"]
+            print(f"what was measured is in {report_dir}", file=sys.stderr)
             return 1
         finally:
-            progress.close()
-        status = experiments.progress(eid, database_url=url)["status"]
+            bar.close()
+        status = experiments.progress(eid, database_url=target.url)["status"]
         if out is not None:
             print_summary(out)
         print(f"experiment {eid} {status} in {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 130 if status == "cancelled" else 0
     finally:
-        if cluster is not None:
-            cluster.stop()
+        target_cm.__exit__(None, None, None)
 
 
 def report_cmd(argv: list[str]) -> int:
+    from shared import db
+    from shared.bench import compare, report
+
     p = argparse.ArgumentParser(
         prog="python -m shared.bench report",
         description="Write an experiment's report files again from its rows.",
@@ -363,18 +164,15 @@ def report_cmd(argv: list[str]) -> int:
     p.add_argument("experiment_id", type=int)
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args(argv)
-    from shared import db
-    from shared.bench import report
-
     with db.connect(settings.load().database_url, role="harness-report", autocommit=True) as conn:
         files = report.write(conn, args.experiment_id, args.output)
-    print_summary(args.output)
+    compare.print_summary(args.output)
     print(f"wrote {len(files)} files")
     return 0
 
 
 def execute_cmd(argv: list[str]) -> int:
-    from shared.bench import experiments
+    from shared.bench import executor
 
     p = argparse.ArgumentParser(
         prog="python -m shared.bench execute", description="Execute a pending experiment."
@@ -383,23 +181,56 @@ def execute_cmd(argv: list[str]) -> int:
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = experiments.execute(args.experiment_id, output_dir=args.output)
+    out = executor.Executor(args.experiment_id, output_dir=args.output).run()
     print(f"report: {out}")
     return 0
+
+
+def _run(argv: list[str]) -> int:
+    command = argv[0] if argv and argv[0] in COMMANDS else "compare"
+    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
+    if command == "execute":
+        return execute_cmd(rest)
+    if command == "report":
+        return report_cmd(rest)
+    if command == "web":
+        from shared.bench import webbench
+
+        return webbench.main(rest)
+    if command == "queue":
+        from shared.bench import queuebench
+
+        p = argparse.ArgumentParser(
+            prog="python -m shared.bench queue",
+            description=queuebench.__doc__.split("\n\n")[0] if queuebench.__doc__ else None,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        queuebench.add_arguments(p)
+        p.add_argument("--loglevel", default="WARNING")
+        args = p.parse_args(rest)
+        logging.basicConfig(
+            level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        return queuebench.run(args)
+    from shared.bench import compare
+
+    p = argparse.ArgumentParser(
+        prog="make bench ARGS=... | python -m shared.bench [compare]",
+        description="Every contender side by side: the default matrix, or the parts and sizes you pick. "
+        "Other commands: queue, web, execute, report (python -m shared.bench COMMAND --help).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    compare.add_arguments(p)
+    p.add_argument("--loglevel", default="WARNING")
+    args = p.parse_args(rest)
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return compare.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv and argv[0] == "execute":
-            return execute_cmd(argv[1:])
-        if argv and argv[0] == "report":
-            return report_cmd(argv[1:])
-        args = parser().parse_args(argv)
-        logging.basicConfig(
-            level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        return run(args)
+        return _run(argv)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -410,12 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     except (settings.ConfigError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         # Errors that speak to the user (busy, database unusable) get one line; anything else is a bug.
         if type(exc).__name__ not in ("ExperimentBusy", "DatabaseError"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

@@ -1,9 +1,9 @@
-"""Experiments: start one (at most one at a time, the database enforces it), execute it, follow it.
+"""Experiments: start one (at most one at a time, the database enforces it), launch its executor, follow it.
 
 `start_experiment(spec)` inserts a `pending` experiment and all its runs (in execution order, so the
 repetitions of its cases interleave); the partial unique index `ix_experiments_one_active` refuses a
 second active one (`ExperimentBusy`). The command line executes the experiment in its own process
-(`execute`); the web starts the same executor detached (`launch_executor`, which runs
+(`shared.bench.executor`); the web starts the same executor detached (`launch_executor`, which runs
 `python -m shared.bench execute ID` and records its PID); `reap_dead_executors` marks failed an
 experiment whose executor died.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from shared import db, settings
+from shared.bench import adapters, store, terms
 from shared.bench.spec import Case, Spec, SpecError, validate_spec
 
 __all__ = [
@@ -29,42 +31,38 @@ __all__ = [
     "ExperimentBusy",
     "Spec",
     "SpecError",
+    "cancel",
     "launch_executor",
+    "load_spec",
     "progress",
     "reap_dead_executors",
     "start_experiment",
     "validate_spec",
 ]
 
-MODES = ("managed", "attached")
-
 
 class ExperimentBusy(RuntimeError):
     """Another experiment is pending or running; only one goes at a time."""
-
-
-def _first(row: tuple | None) -> Any:
-    return row[0] if row is not None else None
 
 
 def _url(database_url: str | None) -> str:
     return database_url or settings.load().database_url
 
 
-def _execute(conn: Any, sql: str, params: Any = None) -> Any:
-    """Run SQL on a psycopg connection or a SQLAlchemy `Connection` (the web passes the latter)."""
+def _raw(conn: Any) -> psycopg.Connection:
+    """The psycopg connection under a SQLAlchemy `Connection` (the web passes one), or `conn` itself."""
     if hasattr(conn, "exec_driver_sql"):
-        return conn.exec_driver_sql(sql, params or {})
-    return conn.execute(sql, params)
+        return conn.connection.driver_connection
+    return conn
 
 
 def start_experiment(spec: Spec, mode: str = "managed", *, database_url: str | None = None) -> int:
     """Insert a pending experiment and its runs; return its id.
 
-    Raises `ExperimentBusy` when another experiment is pending or running, `SpecError` for a mode
-    that cannot run the spec (attached mode runs no fault and no recording-off case).
+    Raises `ExperimentBusy` when another experiment is pending or running, `SpecError` for a mode that
+    cannot run the spec (attached mode runs no fault and no recording-off case).
     """
-    if mode not in MODES:
+    if mode not in terms.MODES:
         raise SpecError({"mode": f"unknown mode {mode!r}; use managed or attached"})
     if mode == "attached":
         bad = [c.key for c in spec.cases if c.scenario == "fault" or not c.recording]
@@ -75,44 +73,36 @@ def start_experiment(spec: Spec, mode: str = "managed", *, database_url: str | N
     with db.connect(_url(database_url), role="harness") as conn:
         try:
             with conn.transaction():
-                eid = _first(
-                    conn.execute(
-                        "INSERT INTO experiments (status, mode, spec) VALUES ('pending', %s, %s) RETURNING id",
-                        (mode, Jsonb(spec.to_dict())),
-                    ).fetchone()
+                row = conn.execute(
+                    store.q("experiment_insert"), {"mode": mode, "spec": Jsonb(spec.to_dict())}
                 )
+                eid = int(row.fetchone()[0])  # type: ignore[index]
                 for case, rep in spec.schedule():
+                    options = adapters.get(case.adapter).resolve(case.options)
                     conn.execute(
-                        """
-                        INSERT INTO benchmark_runs
-                          (experiment_id, case_key, repetition, adapter, broker, celery_config, job_count,
-                           scheduling_mode, workload, workload_params, scenario, processes, slots, recording)
-                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                        """,
-                        (
-                            eid,
-                            case.key,
-                            rep,
-                            case.adapter,
-                            case.broker,
-                            case.celery_config,
-                            case.jobs,
-                            case.scheduling,
-                            case.workload,
-                            Jsonb(case.params),
-                            case.scenario,
-                            case.processes,
-                            case.slots,
-                            case.recording,
-                        ),
+                        store.q("run_insert"),
+                        {
+                            "experiment_id": eid,
+                            "case_key": case.key,
+                            "repetition": rep,
+                            "adapter": case.adapter,
+                            "broker": options.get("broker"),
+                            "celery_config": options.get("config"),
+                            "jobs": case.jobs,
+                            "scheduling": case.scheduling,
+                            "workload": case.workload,
+                            "params": Jsonb(case.params),
+                            "scenario": case.scenario,
+                            "processes": case.processes,
+                            "slots": case.slots,
+                            "recording": case.recording,
+                        },
                     )
         except psycopg.errors.UniqueViolation:
-            row = conn.execute(
-                "SELECT id, status FROM experiments WHERE status IN ('pending', 'running') LIMIT 1"
-            ).fetchone()
-            which = f"experiment {row[0]} is {row[1]}" if row else "another experiment is active"
+            active = conn.execute(store.q("experiment_active")).fetchone()
+            which = f"experiment {active[0]} is {active[1]}" if active else "another experiment is active"
             raise ExperimentBusy(f"{which}; wait for it to finish or cancel it first") from None
-    return int(eid)
+    return eid
 
 
 def launch_executor(
@@ -134,14 +124,13 @@ def launch_executor(
             close_fds=True,
         )
     with db.connect(url, role="harness", autocommit=True) as conn:
-        conn.execute("UPDATE experiments SET executor_pid = %s WHERE id = %s", (proc.pid, experiment_id))
+        conn.execute(store.q("experiment_set_executor"), {"pid": proc.pid, "id": experiment_id})
     return proc.pid
 
 
 def _alive(pid: int) -> bool:
     try:
-        p = psutil.Process(pid)
-        return p.status() != psutil.STATUS_ZOMBIE
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -152,51 +141,29 @@ def reap_dead_executors(conn: Any) -> int:
     `conn` is a psycopg connection or a SQLAlchemy `Connection`; the caller commits. Only executors on
     this host can be checked (the web launches them on its own machine).
     """
-    rows = _execute(
-        conn,
-        "SELECT id, executor_pid FROM experiments WHERE status IN ('pending', 'running') "
-        "AND executor_pid IS NOT NULL",
-    ).fetchall()
-    dead = [(eid, pid) for eid, pid in rows if not _alive(int(pid))]
+    raw = _raw(conn)
+    dead = [
+        (eid, pid)
+        for eid, pid in raw.execute(store.q("experiment_executors")).fetchall()
+        if not _alive(int(pid))
+    ]
     for eid, pid in dead:
         msg = f"the executor (pid {pid}) died before the experiment finished"
-        _execute(
-            conn,
-            "UPDATE experiments SET status = 'failed', error = %(msg)s, finished_at = now() "
-            "WHERE id = %(id)s AND status IN ('pending', 'running')",
-            {"msg": msg, "id": eid},
-        )
-        _execute(
-            conn,
-            "UPDATE benchmark_runs SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE 'failed' END, "
-            "error = coalesce(error, %(msg)s), finished_at = coalesce(finished_at, now()) "
-            "WHERE experiment_id = %(id)s AND status IN ('pending', 'scheduling', 'running')",
-            {"msg": msg, "id": eid},
-        )
+        raw.execute(store.q("experiment_fail_active"), {"id": eid, "error": msg})
+        raw.execute(store.q("runs_end_unfinished"), {"id": eid, "status": "failed", "error": msg})
     return len(dead)
 
 
 def progress(experiment_id: int, *, database_url: str | None = None) -> dict[str, Any]:
     """How far an experiment is: status, runs done and total, the current run, the report folder."""
     with db.connect(_url(database_url), role="harness", autocommit=True) as conn:
-        exp = conn.execute(
-            "SELECT status, mode, error, report_dir, created_at, started_at, finished_at, executor_pid "
-            "FROM experiments WHERE id = %s",
-            (experiment_id,),
-        ).fetchone()
+        exp = store.experiment(conn, experiment_id)
         if exp is None:
             raise LookupError(f"no experiment {experiment_id}")
         counts: dict[str, int] = dict(
-            conn.execute(
-                "SELECT status, count(*) FROM benchmark_runs WHERE experiment_id = %s GROUP BY status",
-                (experiment_id,),
-            ).fetchall()
+            conn.execute(store.q("experiment_run_counts"), {"id": experiment_id}).fetchall()
         )
-        cur = conn.execute(
-            "SELECT id, case_key, repetition, status, scheduling_started_at FROM benchmark_runs "
-            "WHERE experiment_id = %s AND status IN ('scheduling', 'running') ORDER BY id LIMIT 1",
-            (experiment_id,),
-        ).fetchone()
+        cur = conn.execute(store.q("experiment_current_run"), {"id": experiment_id}).fetchone()
     total = sum(counts.values())
     done = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
 
@@ -205,14 +172,14 @@ def progress(experiment_id: int, *, database_url: str | None = None) -> dict[str
 
     return {
         "experiment_id": experiment_id,
-        "status": exp[0],
-        "mode": exp[1],
-        "error": exp[2],
-        "report_dir": exp[3],
-        "created_at": iso(exp[4]),
-        "started_at": iso(exp[5]),
-        "finished_at": iso(exp[6]),
-        "executor_pid": exp[7],
+        "status": exp["status"],
+        "mode": exp["mode"],
+        "error": exp["error"],
+        "report_dir": exp["report_dir"],
+        "created_at": iso(exp["created_at"]),
+        "started_at": iso(exp["started_at"]),
+        "finished_at": iso(exp["finished_at"]),
+        "executor_pid": exp["executor_pid"],
         "runs_total": total,
         "runs_done": done,
         "runs_by_status": counts,
@@ -225,42 +192,23 @@ def progress(experiment_id: int, *, database_url: str | None = None) -> dict[str
 
 def load_spec(conn: psycopg.Connection, experiment_id: int) -> tuple[Spec, str, str]:
     """The stored spec, mode and status of an experiment."""
-    row = conn.execute(
-        "SELECT spec, mode, status FROM experiments WHERE id = %s", (experiment_id,)
-    ).fetchone()
-    if row is None:
+    exp = store.experiment(conn, experiment_id)
+    if exp is None:
         raise LookupError(f"no experiment {experiment_id}")
-    return validate_spec(row[0]), row[1], row[2]
+    return validate_spec(exp["spec"]), exp["mode"], exp["status"]
 
 
 def cancel(experiment_id: int, *, database_url: str | None = None) -> bool:
     """Ask a running experiment to stop: SIGINT to its executor (it keeps what it measured)."""
-    import signal
-
     with db.connect(_url(database_url), role="harness", autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT executor_pid, status FROM experiments WHERE id = %s", (experiment_id,)
-        ).fetchone()
-        if row is None:
+        exp = store.experiment(conn, experiment_id)
+        if exp is None:
             raise LookupError(f"no experiment {experiment_id}")
-        pid, status = row
-        if status not in ("pending", "running"):
+        if exp["status"] not in ("pending", "running"):
             return False
+        pid = exp["executor_pid"]
         if pid and _alive(int(pid)):
             os.kill(int(pid), signal.SIGINT)
             return True
-        conn.execute(
-            "UPDATE experiments SET status = 'cancelled', finished_at = now() WHERE id = %s", (experiment_id,)
-        )
-        conn.execute(
-            "UPDATE benchmark_runs SET status = 'cancelled' WHERE experiment_id = %s AND status = 'pending'",
-            (experiment_id,),
-        )
+        conn.execute(store.q("experiment_cancel_pending"), {"id": experiment_id})
         return True
-
-
-def execute(experiment_id: int, **kwargs: Any) -> Path | None:
-    """Execute experiment `experiment_id` in this process (see `executor.Executor`); return its report folder."""
-    from shared.bench import executor
-
-    return executor.Executor(experiment_id, **kwargs).run()

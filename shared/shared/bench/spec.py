@@ -1,32 +1,40 @@
-"""What an experiment runs: cases, their validation, and the default matrix (design section 6).
+"""What an experiment runs, as pydantic models: one validation for the command line, the web form and the
+API, and the JSON schema of the API's body (docs/benchmark.md, "Experiments, cases and runs").
 
-A *case* is one combination of adapter (with broker and Celery configuration), job count, scheduling
-mode, workload, scenario, worker processes and slots. A *spec* is a list of cases and a number of
-repetitions. `validate_spec(dict)` is the one entry point for the command line and the web form; it
-raises `SpecError` whose `.errors` maps each bad field to one message.
+A *case* (`Case`) is one combination of adapter (and its variant options), job count, scheduling mode,
+workload, scenario, worker processes and slots; each repetition of it is one run. A *spec* (`Spec`) is a
+list of cases and a number of interleaved repetitions. A spec arrives either as its cases or as a
+*matrix* (`Matrix`: lists per dimension, expanded to their cross product). `validate_spec(dict)` is the
+one entry point; it raises `SpecError`, whose `.errors` maps each bad field to one message.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
 from shared import workloads
+from shared.bench import adapters, terms
 
-ADAPTERS = ("celery", "pgqueue")
-# The same names as `shared.celery_app` (a test keeps them equal); not imported from there so that
-# validating a spec does not import Celery.
-BROKERS = ("postgres", "redis", "rabbitmq")
-CONFIGURATIONS = ("defaults", "reliable")
-SCHEDULING_MODES = ("one_by_one", "bulk")
-SCENARIOS = ("drain", "steady", "burst", "fault")
-FAULTS = ("kill_worker", "restart_postgres")
-BENCH_WORKLOADS = tuple(sorted(workloads.REGISTRY))
-MAX_JOBS = 2_000_000
-MAX_SLOTS = 256
-MAX_REPETITIONS = 50
+WorkersStart = Literal["before_enqueue", "after_enqueue"]
+"""When a run's workers consume: already running (`before_enqueue`: consumption overlaps the enqueue), or
+started once the whole batch is in the queue (`after_enqueue`: the drain starts from a full queue)."""
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode takes True as 1; a count given as true/false is a mistake.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number, got {value!r}")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_bool)]
 
 
 class SpecError(ValueError):
@@ -37,33 +45,152 @@ class SpecError(ValueError):
         super().__init__("; ".join(f"{k}: {v}" for k, v in self.errors.items()))
 
 
-@dataclass(frozen=True)
-class Case:
+class Case(BaseModel):
     """One combination to measure; each repetition of it is one `BenchmarkRun`."""
 
-    adapter: str
-    jobs: int
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    adapter: str = Field(description="the contender: " + ", ".join(f"{n}" for n in adapters.NAMES))
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="the adapter's variant: "
+        + "; ".join(
+            f"{a.name}: " + ", ".join(f"{o.name} ({'|'.join(o.choices)})" for o in a.options)
+            for a in adapters.REGISTRY.values()
+            if a.options
+        ),
+    )
+    jobs: Count = Field(ge=1, le=terms.MAX_JOBS, description="jobs each run enqueues")
     workload: str = "noop"
-    params: dict[str, Any] = field(default_factory=dict)
-    scheduling: str = "bulk"
-    scenario: str = "drain"
-    broker: str | None = None
-    celery_config: str | None = None
-    processes: int = 1
-    slots: int = 10
-    rate: float | None = None
-    """Steady scenario: arrivals per second (jobs / rate is its duration)."""
-    bursts: int | None = None
-    """Burst scenario: how many equal bursts, one second apart."""
-    fault: str | None = None
-    recording: bool = True
-    repetitions: int | None = None
-    """Overrides the spec's repetitions (fault runs are single repetitions)."""
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the workload's parameters, e.g. {ms: 10}"
+    )
+    scenario: terms.Scenario = "drain"
+    scheduling: terms.SchedulingMode = "bulk"
+    processes: Count = Field(1, ge=1, le=terms.MAX_PROCESSES)
+    slots: Count = Field(10, ge=1, le=terms.MAX_SLOTS, description="slots per process")
+    rate: float | None = Field(None, gt=0, le=terms.MAX_RATE, description="steady: arrivals per second")
+    bursts: Count | None = Field(
+        None, ge=1, le=terms.MAX_BURSTS, description="burst: equal bursts, 1 s apart"
+    )
+    fault: terms.Fault | None = None
+    recording: StrictBool = True
+    repetitions: Count | None = Field(
+        None, ge=1, le=terms.MAX_REPETITIONS, description="overrides the spec's repetitions"
+    )
+    workers_start: WorkersStart = "before_enqueue"
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        """Older names, the adapter's options given at the top (`broker`, `celery_config`), and the
+        fields each scenario implies (a steady run sends one job per arrival)."""
+        if not isinstance(data, dict):
+            return data
+        d = dict(data)
+        for old, new in (
+            ("job_count", "jobs"),
+            ("workload_params", "params"),
+            ("scheduling_mode", "scheduling"),
+        ):
+            if old in d and new not in d:
+                d[new] = d.pop(old)
+        options = (
+            dict(d.get("options") or {}) if isinstance(d.get("options") or {}, dict) else d.get("options")
+        )
+        name = d.get("adapter")
+        adapter = adapters.REGISTRY.get(name) if isinstance(name, str) else None
+        for a in adapters.REGISTRY.values():
+            for o in a.options:
+                for name in (o.name, *o.aliases):
+                    if name in d and name not in cls.model_fields:
+                        value = d.pop(name)
+                        if value is not None and a is adapter and isinstance(options, dict):
+                            options.setdefault(o.name, value)
+        if adapter is not None and isinstance(options, dict):
+            options = {**adapter.resolve(options), **options}
+        d["options"] = options
+        scenario = d.get("scenario", "drain")
+        if scenario == "steady":
+            if d.get("scheduling") != "bulk":
+                d["scheduling"] = "one_by_one"
+            d.setdefault("rate", 200)
+        else:
+            d["rate"] = None
+        d["bursts"] = d.get("bursts", 5) if scenario == "burst" else None
+        d["fault"] = (d.get("fault") or "kill_worker") if scenario == "fault" else None
+        return d
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, v: str) -> str:
+        return _one_of(v, adapters.NAMES, "adapter")
+
+    @field_validator("workload")
+    @classmethod
+    def _known_workload(cls, v: str) -> str:
+        return _one_of(v, sorted(workloads.REGISTRY), "workload")
+
+    @field_validator("params")
+    @classmethod
+    def _ms_in_range(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "ms" in v:
+            try:
+                ms = float(v["ms"])
+            except (TypeError, ValueError):
+                raise ValueError(f"ms must be a number, got {v['ms']!r}") from None
+            if isinstance(v["ms"], bool) or not 0 <= ms <= terms.MAX_WORKLOAD_MS:
+                raise ValueError(f"ms must be between 0 and {terms.MAX_WORKLOAD_MS:g}, got {v['ms']!r}")
+            v = {**v, "ms": ms}
+        return v
+
+    @field_validator("scheduling")
+    @classmethod
+    def _steady_sends_one_by_one(cls, v: str, info: pydantic.ValidationInfo) -> str:
+        if info.data.get("scenario") == "steady" and v != "one_by_one":
+            raise ValueError("the steady scenario sends one job per arrival: use one_by_one")
+        return v
+
+    @field_validator("slots")
+    @classmethod
+    def _total_slots(cls, v: int, info: pydantic.ValidationInfo) -> int:
+        total = v * int(info.data.get("processes") or 1)
+        if total > terms.MAX_SLOTS:
+            raise ValueError(f"processes x slots must be at most {terms.MAX_SLOTS}, got {total}")
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _adapter_rules(self) -> Case:
+        """The adapter's options and rules; the first broken one is reported with its field."""
+        adapter = adapters.get(self.adapter)
+        known = {o.name: o for o in adapter.options}
+        errors: dict[str, str] = {}
+        for name, value in self.options.items():
+            if name not in known:
+                errors[f"options.{name}"] = f"{adapter.name} has no option {name!r}"
+            else:
+                try:
+                    _one_of(value, known[name].choices, name)
+                except ValueError as exc:
+                    errors[f"options.{name}"] = str(exc)
+        errors = errors or adapter.check_case(self)
+        if errors:
+            field, message = next(iter(errors.items()))
+            raise PydanticCustomError(
+                "adapter_rule", "{field}: {message}", {"field": field, "message": message}
+            )
+        return self
+
+    # ---- names ----------------------------------------------------------------------------------
+
+    @property
+    def who(self) -> str:
+        """The adapter's variant as result rows name it: `pgqueue`, `celery.redis.reliable`, ..."""
+        return adapters.get(self.adapter).label(self.options)
 
     @property
     def key(self) -> str:
-        """A readable, stable identifier of the case (shared by its repetitions)."""
-        who = f"celery.{self.broker}.{self.celery_config}" if self.adapter == "celery" else "pgqueue"
+        """A readable, stable identifier of the case, shared by its repetitions."""
         work = self.workload + "".join(f".{k}{v}" for k, v in sorted(self.params.items()))
         extra = ""
         if self.scenario == "steady":
@@ -72,59 +199,76 @@ class Case:
             extra = f"x{self.bursts}"
         elif self.scenario == "fault":
             extra = f".{self.fault}"
+        gate = ".gated" if self.workers_start == "after_enqueue" else ""
         rec = "" if self.recording else ".norec"
         return (
-            f"{who}/{self.scenario}{extra}/{work}/{self.scheduling}/n{self.jobs}"
+            f"{self.who}/{self.scenario}{extra}{gate}/{work}/{self.scheduling}/n{self.jobs}"
             f"/p{self.processes}s{self.slots}{rec}"
         )
 
     @property
     def family(self) -> str:
-        """The comparison this case belongs to: everything but the adapter, broker and configuration,
-        and with total slots instead of processes x slots (both queues get the same total)."""
+        """The comparison this case belongs to: everything but the adapter and its variant, with total
+        slots instead of processes x slots (every adapter gets the same total)."""
         return family_of(self.key)
-
-    @property
-    def who(self) -> str:
-        """The adapter as a result row names it: `pgqueue` or `celery.<broker>.<configuration>`."""
-        return self.key.split("/", 1)[0]
 
     @property
     def total_slots(self) -> int:
         return self.processes * self.slots
 
-    def celery_pool(self) -> tuple[str, int]:
-        """How the case's slots map to Celery's pool: prefork (Celery's default pool) with one child
-        process per slot, so Celery gets the same number of concurrent jobs as pgqueue."""
-        return "prefork", self.total_slots
-
     def slot_mapping(self) -> str:
-        """One sentence saying how the equal slots map to each queue's execution model."""
-        if self.adapter == "celery":
-            pool, conc = self.celery_pool()
-            return f"celery --pool {pool} --concurrency {conc} ({self.total_slots} slots)"
-        return f"pgqueue --processes {self.processes} --threads {self.slots} ({self.total_slots} slots)"
+        """One sentence saying how the equal slots map to the adapter's execution model."""
+        return adapters.get(self.adapter).slot_mapping(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
 
-@dataclass(frozen=True)
-class Spec:
+_SLOTS = re.compile(r"/p(\d+)s(\d+)(\.norec)?$")
+
+
+def _one_of(value: str, known: Sequence[str], what: str) -> str:
+    """`value` if it is one of `known`, else the error every spec field of a name gives."""
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; use one of {', '.join(known)}")
+    return value
+
+
+def family_of(key: str) -> str:
+    """The comparison a case key belongs to: `celery.postgres.defaults/drain/noop/bulk/n500/p1s10` and
+    `pgqueue/drain/noop/bulk/n500/p2s5` both belong to `drain/noop/bulk/n500/slots10`."""
+    rest = key.split("/", 1)[1] if "/" in key else key
+    return _SLOTS.sub(lambda m: f"/slots{int(m[1]) * int(m[2])}{m[3] or ''}", rest)
+
+
+def who_of(key: str) -> str:
+    """The adapter's variant a case key names (its first part)."""
+    return key.split("/", 1)[0]
+
+
+class Spec(BaseModel):
     """A validated experiment: its cases and how many interleaved repetitions each gets."""
 
-    cases: tuple[Case, ...]
-    repetitions: int = 5
-    seed: int = 1
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cases: tuple[Case, ...] = Field(min_length=1)
+    repetitions: Count = Field(
+        5, ge=1, le=terms.MAX_REPETITIONS, description="interleaved repetitions per case"
+    )
+    seed: Count = Field(1, ge=0, le=2**31)
     notes: tuple[str, ...] = ()
 
+    @field_validator("cases")
+    @classmethod
+    def _distinct(cls, v: tuple[Case, ...]) -> tuple[Case, ...]:
+        out: list[Case] = []
+        for c in v:
+            if c not in out:
+                out.append(c)
+        return tuple(out)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "cases": [c.to_dict() for c in self.cases],
-            "repetitions": self.repetitions,
-            "seed": self.seed,
-            "notes": list(self.notes),
-        }
+        return self.model_dump()
 
     def schedule(self) -> list[tuple[Case, int]]:
         """Runs in execution order: repetition rounds, the case order rotated each round so that no
@@ -156,283 +300,175 @@ class Spec:
         return out
 
 
-_SLOTS = re.compile(r"/p(\d+)s(\d+)(\.norec)?$")
+class Matrix(BaseModel):
+    """A spec given as lists per dimension; `expand()` is the cross product as a `Spec`. An adapter's
+    options take lists under the option's matrix key (`brokers`, `configs`, `pools`)."""
 
+    model_config = ConfigDict(extra="allow")
 
-def family_of(key: str) -> str:
-    """The comparison a case key belongs to: `celery.postgres.defaults/drain/noop/bulk/n500/p1s10` and
-    `pgqueue/drain/noop/bulk/n500/p2s5` both belong to `drain/noop/bulk/n500/slots10`."""
-    rest = key.split("/", 1)[1] if "/" in key else key
-    return _SLOTS.sub(lambda m: f"/slots{int(m[1]) * int(m[2])}{m[3] or ''}", rest)
-
-
-def _int_field(errors: dict[str, str], name: str, value: Any, low: int, high: int) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        n = int(value)
-        if isinstance(value, float) and value != n:
-            raise TypeError
-    except (TypeError, ValueError):
-        errors[name] = f"must be a whole number, got {value!r}"
-        return low
-    if not low <= n <= high:
-        errors[name] = f"must be between {low} and {high}, got {n}"
-    return n
-
-
-def _float_field(errors: dict[str, str], name: str, value: Any, low: float, high: float) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        errors[name] = f"must be a number, got {value!r}"
-        return low
-    if not low < x <= high:
-        errors[name] = f"must be above {low:g} and at most {high:g}, got {x:g}"
-    return x
-
-
-def _case(errors: dict[str, str], prefix: str, d: dict[str, Any]) -> Case | None:
-    e: dict[str, str] = {}
-    adapter = d.get("adapter")
-    if adapter not in ADAPTERS:
-        e["adapter"] = f"unknown adapter {adapter!r}; use one of {', '.join(ADAPTERS)}"
-    jobs = _int_field(e, "jobs", d.get("jobs", d.get("job_count")), 1, MAX_JOBS)
-    workload = d.get("workload", "noop")
-    if workload not in workloads.REGISTRY:
-        e["workload"] = f"unknown workload {workload!r}; use one of {', '.join(BENCH_WORKLOADS)}"
-    params = d.get("params") or d.get("workload_params") or {}
-    if not isinstance(params, dict):
-        e["params"] = f"must be an object of workload parameters, got {params!r}"
-        params = {}
-    for k in ("ms",):
-        if k in params:
-            params = {**params, k: _float_field(e, f"params.{k}", params[k], -1e-9, 3_600_000)}
-    scheduling = d.get("scheduling", d.get("scheduling_mode", "bulk"))
-    if scheduling not in SCHEDULING_MODES:
-        e["scheduling"] = f"unknown scheduling mode {scheduling!r}; use one_by_one or bulk"
-    scenario = d.get("scenario", "drain")
-    if scenario not in SCENARIOS:
-        e["scenario"] = f"unknown scenario {scenario!r}; use one of {', '.join(SCENARIOS)}"
-    broker = d.get("broker")
-    config = d.get("celery_config")
-    if adapter == "celery":
-        broker = broker or "postgres"
-        config = config or "defaults"
-        if broker not in BROKERS:
-            e["broker"] = f"unknown broker {broker!r}; use one of {', '.join(BROKERS)}"
-        if config not in CONFIGURATIONS:
-            e["celery_config"] = f"unknown Celery configuration {config!r}; use defaults or reliable"
-    else:
-        broker = config = None
-    processes = _int_field(e, "processes", d.get("processes", 1), 1, 64)
-    slots = _int_field(e, "slots", d.get("slots", 10), 1, MAX_SLOTS)
-    if processes * slots > MAX_SLOTS and "slots" not in e:
-        e["slots"] = f"processes x slots must be at most {MAX_SLOTS}, got {processes * slots}"
-    rate = bursts = fault = None
-    if scenario == "steady":
-        rate = _float_field(e, "rate", d.get("rate", 200), 0, 100_000)
-        if scheduling != "one_by_one" and d.get("scheduling") == "bulk":
-            e["scheduling"] = "the steady scenario sends one job per arrival: use one_by_one"
-        scheduling = "one_by_one"
-    elif scenario == "burst":
-        bursts = _int_field(e, "bursts", d.get("bursts", 5), 1, 1000)
-    elif scenario == "fault":
-        fault = d.get("fault", "kill_worker")
-        if fault not in FAULTS:
-            e["fault"] = f"unknown fault {fault!r}; use one of {', '.join(FAULTS)}"
-    reps = d.get("repetitions")
-    if reps is not None:
-        reps = _int_field(e, "repetitions", reps, 1, MAX_REPETITIONS)
-    recording = d.get("recording", True)
-    if not isinstance(recording, bool):
-        e["recording"] = f"must be true or false, got {recording!r}"
-    if adapter == "celery" and recording is False:
-        e["recording"] = (
-            "recording off is measured on pgqueue only: the Celery side has no other completion signal"
-        )
-    if e:
-        errors.update({f"{prefix}{k}": v for k, v in e.items()})
-        return None
-    return Case(
-        adapter=str(adapter),
-        jobs=jobs,
-        workload=workload,
-        params=params,
-        scheduling=scheduling,
-        scenario=scenario,
-        broker=broker,
-        celery_config=config,
-        processes=processes,
-        slots=slots,
-        rate=rate,
-        bursts=bursts,
-        fault=fault,
-        recording=recording,
-        repetitions=reps,
+    adapters: list[str] = Field(default_factory=lambda: list(adapters.NAMES))
+    scheduling: list[terms.SchedulingMode] = Field(
+        default_factory=lambda: list[terms.SchedulingMode](["bulk"])
     )
+    scenarios: list[terms.Scenario] = Field(default_factory=lambda: list[terms.Scenario](["drain"]))
+    jobs: Count = Field(ge=1, le=terms.MAX_JOBS, description="jobs each run enqueues")
+    workload: str = "noop"
+    params: dict[str, Any] = Field(default_factory=dict)
+    processes: Count = 1
+    slots: Count = 10
+    rate: float | None = None
+    bursts: Count | None = None
+    fault: terms.Fault | None = None
+    repetitions: Count = Field(5, ge=1, le=terms.MAX_REPETITIONS)
+    seed: Count = Field(1, ge=0, le=2**31)
+    notes: list[str] = Field(default_factory=list)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "modes" in data and "scheduling" not in data:
+                data["scheduling"] = data.pop("modes")
+            for k in ("adapters", "scheduling", "scenarios"):
+                if isinstance(data.get(k), str):
+                    data[k] = [data[k]]
+        return data
+
+    @pydantic.model_validator(mode="after")
+    def _known_keys(self) -> Matrix:
+        keys = _matrix_option_keys()
+        unknown = [k for k in (self.model_extra or {}) if k not in keys]
+        if unknown:
+            raise PydanticCustomError(
+                "adapter_rule", "{field}: {message}", {"field": unknown[0], "message": "unknown field"}
+            )
+        return self
+
+    def cases(self) -> list[dict[str, Any]]:
+        """The cases of the matrix, as dicts for `Case`."""
+        shared = {
+            k: v
+            for k, v in self.model_dump(
+                exclude={"adapters", "scheduling", "scenarios", "repetitions", "seed", "notes"}
+            ).items()
+            if v is not None and k in Case.model_fields
+        }
+        extra = self.model_extra or {}
+        out: list[dict[str, Any]] = []
+        for name in self.adapters:
+            adapter = adapters.REGISTRY.get(name)
+            variants: list[dict[str, str]] = [{}]
+            if adapter is not None:
+                dims = []
+                for o in adapter.options:
+                    raw = next((extra[k] for k in (o.matrix_key, *o.aliases) if extra.get(k)), None)
+                    values = raw if isinstance(raw, list) else [raw] if raw else [o.default]
+                    dims.append([(o.name, v) for v in values])
+                variants = [dict(combo) for combo in itertools.product(*dims)]
+            for variant, mode, scenario in itertools.product(variants, self.scheduling, self.scenarios):
+                out.append(
+                    {**shared, "adapter": name, "options": variant, "scheduling": mode, "scenario": scenario}
+                )
+        return out
 
 
-def _expand_matrix(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """A matrix (lists per dimension) as the list of its cases: the cross product."""
-    adapters = data.get("adapters") or list(ADAPTERS)
-    brokers = data.get("brokers") or ["postgres"]
-    configs = data.get("celery_configs") or data.get("configs") or ["defaults"]
-    modes = data.get("scheduling") or data.get("modes") or ["bulk"]
-    scenarios = data.get("scenarios") or ["drain"]
-    cases: list[dict[str, Any]] = []
-    for adapter in adapters if isinstance(adapters, list) else [adapters]:
-        whos = (
-            [{"broker": b, "celery_config": c} for b, c in itertools.product(brokers, configs)]
-            if adapter == "celery"
-            else [{}]
-        )
-        for who, mode, scenario in itertools.product(
-            whos,
-            modes if isinstance(modes, list) else [modes],
-            scenarios if isinstance(scenarios, list) else [scenarios],
-        ):
-            case: dict[str, Any] = {
-                k: data[k]
-                for k in ("jobs", "workload", "params", "processes", "slots", "rate", "bursts", "fault")
-                if k in data
-            }
-            cases.append({**case, **who, "adapter": adapter, "scheduling": mode, "scenario": scenario})
-    return cases
+def _matrix_option_keys() -> dict[str, str]:
+    """Matrix keys of every adapter's options -> the option's name."""
+    return {
+        k: o.name for a in adapters.REGISTRY.values() for o in a.options for k in (o.matrix_key, *o.aliases)
+    }
 
 
-def validate_spec(data: dict[str, Any]) -> Spec:
-    """Check a spec given as a dict (JSON from the form or the command line) and return a `Spec`.
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(err: Any) -> str:
+    """One message per error, in the same words wherever the spec is validated."""
+    kind, ctx, given = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be a whole number, got {given!r}"
+    if kind in ("float_parsing", "float_type"):
+        return f"must be a number, got {given!r}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}, got {given!r}"
+    if kind == "greater_than":
+        return f"must be above {ctx['gt']}, got {given!r}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}, got {given!r}"
+    if kind == "literal_error":
+        return f"unknown value {given!r}; use one of {ctx.get('expected', '')}"
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false, got {given!r}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be an object, got {type(given).__name__}"
+    if kind in ("list_type", "tuple_type"):
+        return f"must be a list, got {type(given).__name__}"
+    if kind == "too_short":
+        return "the spec has no case to run"
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def _errors(exc: pydantic.ValidationError, rename: dict[str, str] | None = None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        if err["type"] == "too_short" and err.get("input"):
+            continue  # pydantic's count after dropping the invalid cases, which are reported themselves
+        loc = tuple(err["loc"])
+        message = _message(err)
+        if err["type"] == "adapter_rule":
+            field, _, message = message.partition(": ")
+            loc = (*loc, field)
+        where = _where(loc)
+        for old, new in (rename or {}).items():
+            where = re.sub(rf"^cases\[\d+\]\.{re.escape(old)}$", new, where)
+        out.setdefault(where or "spec", message)
+    return out
+
+
+def validate_spec(data: Any) -> Spec:
+    """Check a spec given as a dict (JSON from the form, the API or the command line) and return a `Spec`.
 
     Accepts either `{"cases": [{...}, ...], "repetitions": 5}` or a matrix
     `{"adapters": [...], "brokers": [...], "scheduling": [...], "jobs": N, "workload": ..., ...}`.
-    Raises `SpecError` with one message per bad field; nothing is contacted (see `checks.preflight`).
+    Raises `SpecError` with one message per bad field; nothing is contacted.
     """
-    errors: dict[str, str] = {}
     if not isinstance(data, dict):
         raise SpecError({"spec": f"must be an object, got {type(data).__name__}"})
-    repetitions = _int_field(errors, "repetitions", data.get("repetitions", 5), 1, MAX_REPETITIONS)
-    seed = _int_field(errors, "seed", data.get("seed", 1), 0, 2**31)
-    raw_cases = data.get("cases")
-    if raw_cases is None:
-        for k in ("adapters", "brokers", "scheduling", "scenarios"):
-            v = data.get(k)
-            if v is not None and not isinstance(v, list | str):
-                errors[k] = f"must be a list, got {v!r}"
-        if "jobs" not in data:
-            errors["jobs"] = "required: how many jobs each run enqueues"
-        raw_cases = [] if errors else _expand_matrix(data)
-        prefix_of = lambda i: ""  # noqa: E731 - the matrix's fields are the cases' fields
-    else:
-        prefix_of = lambda i: f"cases[{i}]."  # noqa: E731
-    if not isinstance(raw_cases, list):
-        errors["cases"] = "must be a list of case objects"
-        raw_cases = []
-    cases: list[Case] = []
-    for i, raw in enumerate(raw_cases):
-        if not isinstance(raw, dict):
-            errors[f"cases[{i}]"] = "must be an object"
-            continue
-        c = _case(errors, prefix_of(i), raw)
-        if c is not None and c not in cases:
-            cases.append(c)
-    if not cases and not errors:
-        errors["cases"] = "the spec has no case to run"
-    if errors:
-        raise SpecError(errors)
-    notes = data.get("notes") or []
-    return Spec(tuple(cases), repetitions=repetitions, seed=seed, notes=tuple(str(n) for n in notes))
+    if "cases" in data:
+        try:
+            return Spec.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise SpecError(_errors(exc)) from None
+    try:
+        matrix = Matrix.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise SpecError(_errors(exc)) from None
+    # A matrix's fields are its cases' fields: an error in case i's `jobs` is the matrix's `jobs`.
+    rename = {f"options.{name}": key for key, name in _matrix_option_keys().items()}
+    rename.update({f: f for f in Case.model_fields})
+    rename.update({"scheduling": "scheduling", "scenario": "scenarios", "adapter": "adapters"})
+    spec_data = {
+        "cases": matrix.cases(),
+        "repetitions": matrix.repetitions,
+        "seed": matrix.seed,
+        "notes": matrix.notes,
+    }
+    try:
+        return Spec.model_validate(spec_data)
+    except pydantic.ValidationError as exc:
+        raise SpecError(_errors(exc, rename)) from None
 
 
-def from_dict(data: dict[str, Any]) -> Spec:
-    """A `Spec` from its stored form (`Spec.to_dict()`), validated again."""
-    return validate_spec(data)
-
-
-def default_matrix(
-    *,
-    brokers: list[str],
-    full: bool = False,
-    pgqueue: bool = True,
-    noop_jobs: int = 2000,
-    sleep_jobs: int = 1000,
-    sleep_ms: float = 10,
-    slots: int = 10,
-    steady_rate: float = 200,
-    steady_seconds: float = 10,
-    fault_jobs: int = 200,
-    fault_ms: float = 50,
-    repetitions: int = 5,
-    restart_postgres: bool = False,
-    overhead: bool = True,
-    overhead_jobs: int = 100_000,
-) -> dict[str, Any]:
-    """The default matrix of `make bench` (docs/benchmark.md explains the sizes), as a spec dict."""
-    configs = ["defaults", "reliable"] if full else ["defaults"]
-    whos: list[dict[str, Any]] = [
-        {"adapter": "celery", "broker": b, "celery_config": c} for b in brokers for c in configs
-    ]
-    if pgqueue:
-        whos.insert(0, {"adapter": "pgqueue", "processes": 2, "slots": slots // 2 or 1})
-    cases: list[dict[str, Any]] = []
-
-    def slots_of(who: dict[str, Any]) -> dict[str, Any]:
-        # Equal total slots: pgqueue as 2 processes x slots/2 threads, Celery as prefork x slots.
-        if who["adapter"] == "pgqueue":
-            return {"processes": 2, "slots": max(1, slots // 2)}
-        return {"processes": 1, "slots": slots}
-
-    for who in whos:
-        base = {**who, **slots_of(who)}
-        for mode in SCHEDULING_MODES:
-            cases.append({**base, "jobs": noop_jobs, "workload": "noop", "scheduling": mode})
-        cases.append(
-            {
-                **base,
-                "jobs": sleep_jobs,
-                "workload": "sleep",
-                "params": {"ms": sleep_ms},
-                "scheduling": "bulk",
-            }
-        )
-        cases.append(
-            {
-                **base,
-                "jobs": int(steady_rate * steady_seconds),
-                "workload": "noop",
-                "scenario": "steady",
-                "rate": steady_rate,
-                "scheduling": "one_by_one",
-            }
-        )
-    if overhead and pgqueue:
-        # The recording overhead: a pair of pgqueue noop drains, recording on and off, large enough that
-        # the drain lasts long enough to measure (a 500-job drain ends in tens of milliseconds).
-        p = {**whos[0], **slots_of(whos[0]), "jobs": overhead_jobs, "workload": "noop", "scheduling": "bulk"}
-        cases.append({**p, "part": "overhead"})
-        cases.append({**p, "recording": False, "part": "overhead"})
-    # One fault run per adapter: Celery's on the PostgreSQL broker (the design's default) when it runs.
-    fault_broker = "postgres" if "postgres" in brokers else (brokers[0] if brokers else None)
-    fault_whos = ([whos[0]] if pgqueue else []) + [
-        {"adapter": "celery", "broker": fault_broker, "celery_config": c} for c in configs if fault_broker
-    ]
-    faults = ["kill_worker"] + (["restart_postgres"] if restart_postgres else [])
-    for who in fault_whos:
-        for fault in faults:
-            cases.append(
-                {
-                    **who,
-                    **slots_of(who),
-                    "jobs": fault_jobs,
-                    "workload": "sleep",
-                    "params": {"ms": fault_ms},
-                    "scheduling": "bulk",
-                    "scenario": "fault",
-                    "fault": fault,
-                }
-            )
-    return {"cases": cases, "repetitions": repetitions}
-
-
-def with_recording(case: Case, recording: bool) -> Case:
-    return replace(case, recording=recording)
+def request_schema() -> dict[str, Any]:
+    """The JSON schema of an experiment as the API takes it: its cases, or a matrix."""
+    return pydantic.TypeAdapter(Spec | Matrix).json_schema(ref_template="#/components/schemas/{model}")

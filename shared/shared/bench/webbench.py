@@ -1,4 +1,5 @@
-"""`make bench-web`: the admin pages on a pgqueue table of 1,000,000 jobs, over loopback.
+"""`python -m shared.bench web` (`make bench-web`): the admin pages on a pgqueue table of 1,000,000 jobs,
+over loopback (docs/benchmark.md, "The admin pages").
 
 Measures the median answer time of the pgqueue overview and the jobs list (first page, filtered, a later
 page), then sends 200 requests/s to the overview for 30 s (open loop: requests leave on schedule whether
@@ -15,7 +16,6 @@ import argparse
 import http.client
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,12 +25,13 @@ import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 
 from shared import embedded, pgqueue, settings
-from shared import migrate as migrate_mod
+from shared.bench import databases, stats
 
 BIN = Path(sys.executable).parent
 PASSWORD = "bench-web-" + uuid.uuid4().hex[:8]
@@ -111,7 +112,10 @@ class Client:
         resp, data = self.request("GET", "/login")
         cookies = [v.split(";", 1)[0] for k, v in resp.getheaders() if k.lower() == "set-cookie"]
         self.cookie = "; ".join(cookies)
-        token = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', data).group(1).decode()
+        found = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', data)
+        if found is None:
+            raise RuntimeError("the login page has no CSRF token")
+        token = found.group(1).decode()
         body = urllib.parse.urlencode({"username": "admin", "password": PASSWORD, "csrf_token": token})
         resp, _ = self.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
         assert resp.status == 302, resp.status
@@ -129,12 +133,7 @@ def timed(client: Client, path: str, n: int) -> list[float]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def load(client: Client, path: str, rate: float, seconds: float, threads: int) -> dict[str, float]:
+def load(client: Client, path: str, rate: float, seconds: float, threads: int) -> dict[str, Any]:
     """Open loop: request i leaves at start + i/rate; latency counts from that scheduled time."""
     total = int(rate * seconds)
     latencies: list[float] = []
@@ -166,16 +165,14 @@ def load(client: Client, path: str, rate: float, seconds: float, threads: int) -
         "requests": total,
         "errors": len(errors),
         "achieved_rps": total / elapsed,
-        "p50": pct(latencies, 0.5),
-        "p95": pct(latencies, 0.95),
-        "p99": pct(latencies, 0.99),
+        **stats.percentiles(latencies, (50.0, 95.0, 99.0)),
         "max": max(latencies),
         "error_kinds": sorted(set(errors)),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench-web", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m shared.bench web", description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=1_000_000)
     p.add_argument("--samples", type=int, default=50, help="sequential requests per page for the medians")
     p.add_argument("--rate", type=float, default=200.0)
@@ -186,32 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --jobs must be 1..10000000, --rate and --seconds above 0", file=sys.stderr)
         return 2
 
-    cluster = None
-    server_url = None
-    name = f"bench_web_{uuid.uuid4().hex[:8]}"
-    raw = os.environ.get(settings.ENV_DATABASE_URL)
     try:
-        if raw:
-            server_url = settings.with_database(
-                settings.normalize_postgres_url(raw, "DATABASE_URL"), "postgres"
-            )
-            with psycopg.connect(server_url, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            url = settings.with_database(server_url, name)
-            where = f"a fresh database on {settings.redact(server_url)}"
-        else:
-            cluster = embedded.EmbeddedCluster(
-                Path(tempfile.mkdtemp(prefix="bench-web-pg-", dir="/tmp"))
-            ).start()
-            url = cluster.url
-            where = "an embedded PostgreSQL of its own"
+        database = databases.throwaway("bench_web")
+        url, where = database.__enter__()
     except (settings.ConfigError, psycopg.Error) as exc:
         print(f"error: cannot prepare a database: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     web = None
     try:
         log(f"database: {where}")
-        migrate_mod.upgrade(url, url)
         log(f"seeding {args.jobs:,} jobs through pgqueue's client ...")
         seeded = seed(url, args.jobs)
         log(
@@ -269,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         for label, path in pages.items():
             timed(client, path, 3)  # warm: connection, plan cache, the process cache of counts
             ms = timed(client, path, args.samples)
-            log(f"| {label} | {statistics.median(ms):.1f} | {pct(ms, 0.95):.1f} | {len(ms)} |")
+            log(
+                f"| {label} | {stats.median(ms):.1f} | {stats.percentiles(ms, (95.0,))['p95']:.1f} | {len(ms)} |"
+            )
 
         log(
             f"\nload: {args.rate:.0f} requests/s to /pgqueue/ for {args.seconds:.0f} s (open loop, {args.threads} client threads)"
@@ -291,12 +273,4 @@ def main(argv: list[str] | None = None) -> int:
                 web.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(web.pid, 9)
-        if cluster is not None:
-            cluster.destroy()
-        if server_url is not None:
-            with psycopg.connect(server_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        database.__exit__(None, None, None)

@@ -1,7 +1,7 @@
 """Percentiles, the median with a bootstrap 95% confidence interval, and the comparison rule.
 
 Two results differ only where their intervals do not overlap; otherwise the report says
-"no clear difference" (design section 6). Pure Python: the inputs are a handful of repetitions, or the
+"no clear difference" (docs/benchmark.md). Pure Python: the inputs are a handful of repetitions, or the
 latencies of one run.
 """
 

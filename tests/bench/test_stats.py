@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from shared.bench import statistics as st
+
+from shared.bench import stats as st
 
 
 def test_percentile_interpolates_between_closest_ranks():
@@ -80,18 +81,18 @@ def _case(key, recording, walls):
 
 
 def test_recording_overhead_is_taken_pair_by_pair():
-    from shared.bench import report
+    from shared.bench.report import figures
 
     # The machine slows down round by round; each round's pair meets the same speed. Medians of each
     # side would mix rounds (4.0 against 3.0: +33 %); the pairs say +5 % every time.
     off = [1.0, 2.0, 3.0, 4.0, 5.0]
     on = [x * 1.05 for x in off]
-    [o] = report._overhead([_case("k", True, on), _case("k.norec", False, off), _case("other", True, on)])
+    [o] = figures.overhead([_case("k", True, on), _case("k.norec", False, off), _case("other", True, on)])
     assert o["pairs"] == 5 and o["per_round_percent"] == [5.0] * 5
     assert o["overhead_percent"] == 5.0 and o["ci_low"] == o["ci_high"] == 5.0
     assert not o["no_clear_difference"]
     # pairs that straddle 0 tell no clear difference; a round missing on one side is left out
-    [o] = report._overhead(
+    [o] = figures.overhead(
         [_case("k", True, [1.1, 0.9, 1.05, 0.95]), _case("k.norec", False, [1.0, 1.0, 1.0])]
     )
     assert o["pairs"] == 3 and o["no_clear_difference"]

@@ -1,0 +1,231 @@
+"""The one shape every contender of the benchmark fills in: `Adapter` (docs/architecture.md, "Adding a queue").
+
+The harness, the report and the web never ask which queue a case runs on; they ask the case's adapter.
+An adapter says:
+
+- which variants it has (`options`: Celery's broker and configuration, ...) and how a result names one
+  (`label`), how equal slots map to its execution model (`layout`, `slot_mapping`);
+- whether it can run here, and why not (`unavailable`), and what configuration a run records (`configuration`);
+- how the harness starts its workers in managed mode (`worker_argv`, `worker_env`), when they are ready
+  (`child_heartbeats`), which of their processes run jobs (`victims`) and which servers they load
+  (`servers`, `backend_prefixes`);
+- how to enqueue one job and many (`enqueuer`), and how it tells the end of a run from its own tables when
+  it can (`busy`, `completed`), what it cleans between runs (`settle`).
+
+A module per queue implements it (`shared.bench.adapters.pgqueue`, `.celery`), and one line of
+`shared.bench.adapters` registers it. Only those modules import a queue's library.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import psutil
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    import psycopg
+
+    from shared import settings
+    from shared.bench.spec import Case
+
+
+class AdapterUnavailable(RuntimeError):
+    """The queue cannot be used here (its broker does not answer, its worker did not start)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One dimension of an adapter's variants, such as Celery's broker.
+
+    `matrix_key` is the list of values a matrix spec gives for it (`"brokers": ["redis", "rabbitmq"]`);
+    `aliases` are the names older specs used for it.
+    """
+
+    name: str
+    choices: tuple[str, ...]
+    default: str
+    help: str
+    matrix_key: str
+    aliases: tuple[str, ...] = ()
+
+
+def meta(run_id: int, seq: int, enqueued_at: float, scheduled_at: float | None = None) -> dict[str, Any]:
+    """The `meta` the harness attaches to every job (docs/architecture.md, "The job contract")."""
+    m: dict[str, Any] = {"run_id": run_id, "seq": seq, "enqueued_at": enqueued_at}
+    if scheduled_at is not None:
+        m["scheduled_at"] = scheduled_at
+    return m
+
+
+class Enqueuer(abc.ABC):
+    """Sends the jobs of one run through one queue's client; opened before the timed window."""
+
+    def __init__(self, case: Case, queue: str, env: Mapping[str, str]) -> None:
+        self.case = case
+        self.queue = queue
+        self.env = env
+        self.workload = case.workload
+        self.params = dict(case.params)
+
+    @abc.abstractmethod
+    def send_one(self, run_id: int, seq: int, scheduled_at: float | None = None) -> None:
+        """One job in its own transaction or publish, stamped with the time it is sent."""
+
+    @abc.abstractmethod
+    def send_many(self, run_id: int, seqs: Sequence[int]) -> None:
+        """Many jobs through the fastest batch API the queue offers."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection or producer."""
+
+
+class Adapter(abc.ABC):
+    """One contender: its variants, its workers and its client, as the harness uses them."""
+
+    name: ClassVar[str]
+    """The registry key, the `adapter` of a case and the first part of its label."""
+    summary: ClassVar[str]
+    options: ClassVar[tuple[Option, ...]] = ()
+    backend_prefixes: ClassVar[tuple[str, ...]] = ()
+    """`application_name` prefixes of the PostgreSQL connections its workers open (sampled for CPU)."""
+    child_heartbeats: ClassVar[bool] = False
+    """Its worker's processes heartbeat each on their own: the harness waits for all before a run."""
+    counts_completions: ClassVar[bool] = False
+    """`busy` and `completed` tell the end of a run from the queue's own tables, so it can run with recording off."""
+    worker_script: ClassVar[str]
+    """The console script of its worker service, which the harness starts in managed mode."""
+    packages: ClassVar[tuple[str, ...]] = ()
+    """The Python packages whose versions each run records."""
+
+    # ---- variants -------------------------------------------------------------------------------
+
+    def option(self, name: str) -> Option:
+        return next(o for o in self.options if o.name == name)
+
+    def resolve(self, options: Mapping[str, str]) -> dict[str, str]:
+        """Every option of this adapter with its value (given or default), in declaration order."""
+        return {o.name: options.get(o.name, o.default) for o in self.options}
+
+    def label(self, options: Mapping[str, str]) -> str:
+        """How results name this variant: the adapter's name and its option values, dotted."""
+        values = self.resolve(options).values()
+        return ".".join([self.name, *values])
+
+    def layout(self, total_slots: int) -> tuple[int, int]:
+        """Worker processes and slots per process that give `total_slots` in this queue's natural shape."""
+        return 1, total_slots
+
+    def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
+        """The variants the default matrix measures; `brokers` are the brokers that answer."""
+        return [{}]
+
+    def fault_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
+        """The variants the default matrix's fault runs use."""
+        return self.default_variants(brokers=brokers, full=full)[:1]
+
+    def slot_mapping(self, case: Case) -> str:
+        """One sentence saying how the case's slots map to this queue's execution model."""
+        return f"{case.processes} process(es) x {case.slots} slots ({case.total_slots} slots)"
+
+    def check_case(self, case: Case) -> dict[str, str]:
+        """Adapter rules a case must follow: field -> what is wrong (empty when it may run)."""
+        if not case.recording and not self.counts_completions:
+            return {
+                "recording": f"{self.name} cannot run with recording off: it has no completion signal of its own"
+            }
+        return {}
+
+    # ---- its own benchmark (`python -m shared.bench queue --adapter NAME`) -------------------------
+
+    queue_defaults: ClassVar[dict[str, float]] = {
+        "jobs": 10_000,
+        "one_by_one_jobs": 1_000,
+        "latency_seconds": 0,
+        "large": 0,
+    }
+    """Sizes of the `queue` command's runs for this adapter (0: not run unless asked for)."""
+
+    def add_queue_arguments(self, p: argparse.ArgumentParser) -> None:
+        """The `queue` command's options for this adapter's variants and worker settings (none by default)."""
+        return None
+
+    def queue_variants(self, args: argparse.Namespace) -> list[tuple[dict[str, str], int, int]]:
+        """The variants the `queue` command measures: (options, processes, slots per process)."""
+        return [({}, *self.layout(8))]
+
+    def queue_env(self, args: argparse.Namespace) -> dict[str, str]:
+        """Worker settings the `queue` command's options set, as the worker's environment variables."""
+        return {}
+
+    # ---- environment ----------------------------------------------------------------------------
+
+    def unavailable(self, options: Mapping[str, str], s: settings.Settings) -> str | None:
+        """None when this variant can run here, else one line saying why not and what to do."""
+        return None
+
+    def configuration(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        """What a run records of this variant's configuration (URLs redacted)."""
+        return dict(self.resolve(options))
+
+    def servers(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, int]:
+        """Server processes besides PostgreSQL that this variant loads: name -> local TCP port."""
+        return {}
+
+    @contextlib.contextmanager
+    def group_env(self, options: Mapping[str, str], database_url: str) -> Iterator[dict[str, str]]:
+        """Environment a group of workers and its enqueuer share for their lifetime, where the variant
+        keeps its messages in tables that a database of the group's own keeps fresh (the `queue`
+        command isolates its runs so); the default adds nothing."""
+        yield {}
+
+    def drop_queue(self, options: Mapping[str, str], queue: str, env: Mapping[str, str]) -> None:
+        """Remove the queue the harness created for a worker group, once the group stopped (the
+        default: nothing to remove)."""
+        return None
+
+    # ---- workers --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
+        """The command line of one managed worker for `case`, listening on `queue`."""
+
+    def victims(self, root_pid: int) -> list[int]:
+        """The processes of a worker that run jobs, first choice first (faults strike one of them)."""
+        try:
+            children = psutil.Process(root_pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        return [c.pid for c in children] or [root_pid]
+
+    def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
+        """The queue a live worker of this variant announces in its heartbeat (attached mode)."""
+        for w in workers:
+            if w["adapter"] == self.name and w["queues"]:
+                return str(w["queues"][0])
+        return None
+
+    # ---- jobs -----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
+        """An open client that sends `case`'s jobs to `queue`."""
+
+    def busy(self, conn: psycopg.Connection, queue: str) -> bool:
+        """Whether `queue` holds a job not yet finished: a cheap poll (only where `counts_completions`)."""
+        raise NotImplementedError(f"{self.name} keeps no count of its own")
+
+    def completed(self, conn: psycopg.Connection, queue: str) -> int:
+        """How many jobs of `queue` completed, by the queue's own tables (only where `counts_completions`)."""
+        raise NotImplementedError(f"{self.name} keeps no count of its own")
+
+    def settle(self, conn: psycopg.Connection, queue: str) -> tuple[str, ...]:
+        """Between runs: delete what the run left in the queue's tables that the next run would pay for;
+        return the tables it wrote (the harness vacuums them after a large run)."""
+        return ()

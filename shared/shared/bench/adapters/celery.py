@@ -1,0 +1,280 @@
+"""Celery as a contender: its worker service (`bench-celery-worker`) on a broker of the run's choosing, and
+the shared Celery app (`shared.celery_app`) to send with; the harness never imports the worker's code.
+
+Variants: the broker (PostgreSQL through kombu's SQL transport, Redis, RabbitMQ), the configuration
+(`defaults`, or `reliable`: late acknowledgement, reject on worker lost, prefetch 1) and the pool. Slots
+map to `--concurrency` of the pool: one prefork child per slot. Bulk is one producer (one connection,
+one channel) publishing every message in a loop, since Celery has no batch publish; one-by-one is
+`send_task` per job, which takes a producer from the app's pool each time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from shared import celery_app, settings
+from shared.bench.adapters.base import Adapter, Enqueuer, Option, meta
+from shared.bench.databases import scratch_database
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from shared.bench.spec import Case
+
+DEFAULT_PORTS = {"redis": 6379, "rabbitmq": 5672}
+POOLS = ("prefork", "threads", "solo")
+WORKER_SCRIPT = "bench-celery-worker"
+
+
+@dataclass
+class WorkerOptions:
+    """The options of one `bench-celery-worker`, as its command line takes them."""
+
+    broker: str = "postgres"
+    configuration: str = "defaults"
+    pool: str = "prefork"
+    concurrency: int = 4
+    queues: list[str] = field(default_factory=lambda: [celery_app.DEFAULT_QUEUE])
+    polling_interval: float | None = None
+    visibility_timeout: float | None = None
+    restore_interval: float | None = None
+    result_backend: bool = False
+    record: bool = True
+    loglevel: str = "WARNING"
+
+    def argv(self, bin_dir: Path | None = None) -> list[str]:
+        """The worker's command line (the script from `bin_dir`, default this interpreter's)."""
+        script = Path(bin_dir or Path(sys.executable).parent) / WORKER_SCRIPT
+        args = [str(script), "--broker", self.broker, "--config", self.configuration, "--pool", self.pool]
+        args += ["--concurrency", str(self.concurrency), "--queues", ",".join(self.queues)]
+        args += ["--loglevel", self.loglevel]
+        for flag, value in (
+            ("--polling-interval", self.polling_interval),
+            ("--visibility-timeout", self.visibility_timeout),
+            ("--restore-interval", self.restore_interval),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        if self.result_backend:
+            args.append("--result-backend")
+        if not self.record:
+            args.append("--no-record")
+        return args
+
+
+def broker_url(broker: str, s: settings.Settings) -> str:
+    """The URL Celery uses for broker kind `broker`."""
+    return celery_app.broker_url(broker, s)
+
+
+def broker_port(broker: str, s: settings.Settings) -> int | None:
+    """The TCP port of a Redis or RabbitMQ broker (None for the PostgreSQL broker)."""
+    if broker == "postgres":
+        return None
+    return urlsplit(broker_url(broker, s)).port or DEFAULT_PORTS[broker]
+
+
+def check_broker(broker: str, s: settings.Settings, timeout: float = 3.0) -> str | None:
+    """None when broker `broker` answers, else one line saying what is wrong and what to do. The
+    PostgreSQL broker is the harness's own database, which the harness checks as it starts."""
+    if broker == "postgres":
+        return None
+    url = broker_url(broker, s)
+    try:
+        with socket.create_connection(
+            (urlsplit(url).hostname or "127.0.0.1", broker_port(broker, s) or 0), timeout=timeout
+        ):
+            return None
+    except OSError as exc:
+        var = settings.ENV_REDIS_URL if broker == "redis" else settings.ENV_RABBITMQ_URL
+        return (
+            f"the {broker} broker does not answer at {settings.redact(url)} ({exc.strerror or exc}); "
+            f"start it or set {var}"
+        )
+
+
+def delete_queue(app: Any, broker: str, queue: str) -> None:
+    """Remove `queue` from `broker`: RabbitMQ keeps durable queues, Redis drops empty lists by itself, and
+    kombu's SQL transport never deletes a delivered message (its purge deletes the queue's rows)."""
+    if broker == "redis":
+        return
+    from kombu import Queue
+
+    with contextlib.suppress(Exception), app.connection_for_write() as conn:
+        q = Queue(queue, channel=conn.default_channel)
+        q.purge() if broker == "postgres" else q.delete()
+
+
+class CeleryEnqueuer(Enqueuer):
+    def __init__(self, case: Case, queue: str, env: Mapping[str, str]) -> None:
+        super().__init__(case, queue, env)
+        opts = ADAPTER.resolve(case.options)
+        self.app = celery_app.make_app(opts["broker"], opts["config"], s=settings.load(env))
+        # Open the broker connection now, outside the timed window (kombu connects lazily).
+        with self.app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=3)
+
+    def send_one(self, run_id: int, seq: int, scheduled_at: float | None = None) -> None:
+        m = meta(run_id, seq, time.time(), scheduled_at)
+        celery_app.send(self.app, self.workload, self.params, m, queue=self.queue)
+
+    def send_many(self, run_id: int, seqs: Sequence[int]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for seq in seqs:
+                m = meta(run_id, seq, time.time())
+                celery_app.send(self.app, self.workload, self.params, m, queue=self.queue, producer=producer)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.app.close()
+
+
+class Celery(Adapter):
+    name = "celery"
+    summary = "Celery with kombu, on PostgreSQL (kombu's SQL transport), Redis or RabbitMQ"
+    options = (
+        Option("broker", celery_app.BROKERS, "postgres", "the broker Celery runs on", "brokers"),
+        Option(
+            "config",
+            celery_app.CONFIGURATIONS,
+            "defaults",
+            "defaults, or reliable (acks late, reject on worker lost, prefetch 1)",
+            "configs",
+            aliases=("celery_config", "celery_configs"),
+        ),
+        Option("pool", POOLS, "prefork", "the worker pool; one child process per slot with prefork", "pools"),
+    )
+    backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-celery",)
+    packages: ClassVar[tuple[str, ...]] = ("celery", "kombu", "redis", "amqp", "billiard")
+    worker_script = WORKER_SCRIPT
+
+    def add_queue_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--brokers", default=",".join(celery_app.BROKERS), help="brokers, comma-separated")
+        p.add_argument(
+            "--configs", default=",".join(celery_app.CONFIGURATIONS), help="configurations, comma-separated"
+        )
+        p.add_argument(
+            "--pools", default="prefork:4,threads:4", help="pool:concurrency pairs, comma-separated"
+        )
+        p.add_argument(
+            "--polling-interval",
+            type=float,
+            default=celery_app.DEFAULT_SQL_POLLING_INTERVAL,
+            help="the SQL transport's polling interval in seconds (kombu's default)",
+        )
+
+    def queue_variants(self, args: argparse.Namespace) -> list[tuple[dict[str, str], int, int]]:
+        from shared.bench.usage import UsageError, choices, positive
+
+        brokers = choices(args.brokers, celery_app.BROKERS, "broker") or []
+        configs = choices(args.configs, celery_app.CONFIGURATIONS, "config") or []
+        pools = []
+        for raw in args.pools.split(","):
+            pool, _, conc = raw.strip().partition(":")
+            if pool not in POOLS or not conc.isascii() or not conc.isdigit() or not 0 < int(conc) <= 256:
+                raise UsageError(f"--pools takes pool:concurrency pairs such as prefork:4; got {raw!r}")
+            pools.append((pool, int(conc)))
+        positive(polling_interval=args.polling_interval)
+        return [
+            ({"broker": b, "config": c, "pool": p}, 1, n) for b in brokers for c in configs for p, n in pools
+        ]
+
+    def queue_env(self, args: argparse.Namespace) -> dict[str, str]:
+        return {"BENCH_CELERY_POLLING_INTERVAL": str(args.polling_interval)}
+
+    def label(self, options: Mapping[str, str]) -> str:
+        o = self.resolve(options)
+        pool = "" if o["pool"] == "prefork" else f".{o['pool']}"
+        return f"{self.name}.{o['broker']}.{o['config']}{pool}"
+
+    def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
+        configs = celery_app.CONFIGURATIONS if full else ("defaults",)
+        return [{"broker": b, "config": c} for b in brokers for c in configs]
+
+    def fault_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
+        broker = "postgres" if "postgres" in brokers else (brokers[0] if brokers else None)
+        configs = celery_app.CONFIGURATIONS if full else ("defaults",)
+        return [{"broker": broker, "config": c} for c in configs] if broker else []
+
+    def slot_mapping(self, case: Case) -> str:
+        pool = self.resolve(case.options)["pool"]
+        return f"celery --pool {pool} --concurrency {case.total_slots} ({case.total_slots} slots)"
+
+    def unavailable(self, options: Mapping[str, str], s: settings.Settings) -> str | None:
+        return check_broker(self.resolve(options)["broker"], s)
+
+    def configuration(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        o = self.resolve(options)
+        conf = celery_app.config(o["broker"], o["config"], s=s, polling_interval=_env_polling_interval())
+        out = {k: (settings.redact(v) if isinstance(v, str) and "://" in v else v) for k, v in conf.items()}
+        return {**out, "pool": o["pool"]}
+
+    def servers(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, int]:
+        broker = self.resolve(options)["broker"]
+        port = broker_port(broker, s)
+        return {broker: port} if port else {}
+
+    @contextlib.contextmanager
+    def group_env(self, options: Mapping[str, str], database_url: str) -> Iterator[dict[str, str]]:
+        """On the SQL broker, a database of the group's own for kombu's tables, dropped afterwards.
+
+        On a reused database the planner's statistics (an autoanalyze after a drain, when no message was
+        visible) turn kombu's fetch into a sort of every pending message: a second and third 10,000-task
+        drain ran at 110 to 170 tasks/s instead of about 300 (docs/celery.md). A role that may not create
+        databases keeps the shared one, with a warning."""
+        if self.resolve(options)["broker"] != "postgres":
+            yield {}
+            return
+        with scratch_database(database_url) as url:
+            yield {} if url is None else {settings.ENV_CELERY_BROKER_URL: settings.kombu_sql_url(url)}
+
+    def drop_queue(self, options: Mapping[str, str], queue: str, env: Mapping[str, str]) -> None:
+        """Remove a queue the harness created (`delete_queue`)."""
+        broker = self.resolve(options)["broker"]
+        app = celery_app.make_app(broker, s=settings.load(env))
+        try:
+            delete_queue(app, broker, queue)
+        finally:
+            app.close()
+
+    def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
+        o = self.resolve(case.options)
+        opts = WorkerOptions(
+            broker=o["broker"],
+            configuration=o["config"],
+            pool=o["pool"],
+            concurrency=case.total_slots,
+            queues=[queue],
+            record=case.recording,
+        )
+        return opts.argv(bin_dir)
+
+    def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
+        broker = self.resolve(options)["broker"]
+        for w in workers:
+            if w["adapter"] == self.name and (w["info"] or {}).get("broker") == broker and w["queues"]:
+                return str(w["queues"][0])
+        return None
+
+    def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
+        return CeleryEnqueuer(case, queue, env)
+
+
+def _env_polling_interval() -> float:
+    """The SQL transport's polling interval a worker takes from the environment, so that the record states it."""
+    raw = os.environ.get("BENCH_CELERY_POLLING_INTERVAL")
+    if raw:
+        with contextlib.suppress(ValueError):
+            return float(raw)
+    return celery_app.DEFAULT_SQL_POLLING_INTERVAL
+
+
+ADAPTER = Celery()

@@ -1,0 +1,136 @@
+"""pgqueue as a contender: its worker service (`bench-pgqueue-worker`) and its client API (`shared.pgqueue`).
+
+Slots map to `--processes P --threads N` (P worker processes under one supervisor, N slots each); bulk
+is `enqueue_many` (COPY, one NOTIFY per call) per batch of `BULK_BATCH` jobs, one-by-one is `enqueue` in
+a transaction of its own. pgqueue can tell the end of a run from its own table (`queue_busy`, then the
+completed count), so it can also run with recording off (the recording-overhead pair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import psutil
+
+from shared import db, pgqueue, settings
+from shared.bench.adapters.base import Adapter, Enqueuer, meta
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    import psycopg
+
+    from shared.bench.spec import Case
+
+BULK_BATCH = 5000
+"""Jobs per `enqueue_many` call in bulk mode: one COPY and one NOTIFY each."""
+
+
+class PgqueueEnqueuer(Enqueuer):
+    def __init__(self, case: Case, queue: str, env: Mapping[str, str]) -> None:
+        super().__init__(case, queue, env)
+        self.conn = db.connect(settings.load(env).queue_database_url, role="harness-enqueue")
+
+    def send_one(self, run_id: int, seq: int, scheduled_at: float | None = None) -> None:
+        with self.conn.transaction():
+            pgqueue.enqueue(
+                self.conn,
+                self.workload,
+                self.params,
+                queue=self.queue,
+                meta=meta(run_id, seq, time.time(), scheduled_at),
+            )
+
+    def send_many(self, run_id: int, seqs: Sequence[int]) -> None:
+        for i in range(0, len(seqs), BULK_BATCH):
+            now = time.time()
+            jobs = [
+                pgqueue.JobSpec(self.workload, self.params, queue=self.queue, meta=meta(run_id, s, now))
+                for s in seqs[i : i + BULK_BATCH]
+            ]
+            with self.conn.transaction():
+                pgqueue.enqueue_many(self.conn, jobs)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Pgqueue(Adapter):
+    name = "pgqueue"
+    summary = "this project's PostgreSQL job queue (batch claims with SKIP LOCKED, LISTEN/NOTIFY, batched completions)"
+    backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueue",)
+    child_heartbeats = True
+    counts_completions = True
+    packages: ClassVar[tuple[str, ...]] = ("psycopg",)
+    worker_script = "bench-pgqueue-worker"
+
+    def label(self, options: Mapping[str, str]) -> str:
+        return self.name
+
+    def layout(self, total_slots: int) -> tuple[int, int]:
+        # Two processes, so that CPU-bound work is not bound by one GIL.
+        return (2, max(1, total_slots // 2)) if total_slots >= 2 else (1, total_slots)
+
+    def slot_mapping(self, case: Case) -> str:
+        return f"pgqueue --processes {case.processes} --threads {case.slots} ({case.total_slots} slots)"
+
+    queue_defaults: ClassVar[dict[str, float]] = {
+        "jobs": 100_000,
+        "one_by_one_jobs": 5_000,
+        "latency_seconds": 10,
+        "large": 1_000_000,
+    }
+
+    def add_queue_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--processes", type=int, default=2, help="worker processes")
+        p.add_argument("--threads", type=int, default=4, help="slots (threads) per process")
+        p.add_argument(
+            "--batch-size", type=int, default=None, help="the worker's --batch-size (default: its own)"
+        )
+        p.add_argument(
+            "--prefetch", type=int, default=None, help="the worker's --prefetch (default: its own)"
+        )
+
+    def queue_variants(self, args: argparse.Namespace) -> list[tuple[dict[str, str], int, int]]:
+        return [({}, args.processes, args.threads)]
+
+    def queue_env(self, args: argparse.Namespace) -> dict[str, str]:
+        # The worker reads every knob from PGQUEUE_<NAME> (docs/pgqueue.md, "Configuration").
+        return {
+            f"PGQUEUE_{name.upper()}": str(value)
+            for name, value in (("batch_size", args.batch_size), ("prefetch", args.prefetch))
+            if value is not None
+        }
+
+    def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
+        argv = [str(bin_dir / self.worker_script), "--processes", str(case.processes)]
+        argv += ["--threads", str(case.slots), "--queues", queue, "--loglevel", "WARNING"]
+        return argv if case.recording else [*argv, "--no-record"]
+
+    def victims(self, root_pid: int) -> list[int]:
+        # The supervisor's children are the worker processes that run jobs.
+        try:
+            return [c.pid for c in psutil.Process(root_pid).children()]
+        except psutil.Error:
+            return []
+
+    def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
+        return PgqueueEnqueuer(case, queue, env)
+
+    def busy(self, conn: psycopg.Connection, queue: str) -> bool:
+        # Three index lookups that stop at the first unfinished job; a count would read every
+        # completed row of the queue and cost the drain it measures.
+        return bool(pgqueue.queue_busy(conn, queue))
+
+    def completed(self, conn: psycopg.Connection, queue: str) -> int:
+        return int(pgqueue.count_matching(conn, queue=queue, state="completed"))
+
+    def settle(self, conn: psycopg.Connection, queue: str) -> tuple[str, ...]:
+        # The harness owns the queue; pgqueue's cleaner would delete these once their retention passed.
+        pgqueue.delete_finished(conn, queue)
+        return ("queue.pgqueue_jobs",)
+
+
+ADAPTER = Pgqueue()

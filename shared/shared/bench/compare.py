@@ -1,0 +1,263 @@
+"""`make bench` / `python -m shared.bench compare`: every contender side by side, in one experiment.
+
+The default matrix (docs/benchmark.md, "The default matrix") measures every registered adapter's default
+variants that can run here (a broker that does not answer is left out, and the report says so), in
+managed mode, on an embedded PostgreSQL of its own unless `DATABASE_URL` is set. Bad input gets one line
+and exit code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared import settings
+from shared.bench import adapters, spec, terms
+from shared.bench.usage import UsageError, choices, positive
+
+PARTS = ("noop-one", "noop-bulk", "sleep", "steady", "fault", "overhead")
+BROKERS = tuple(
+    dict.fromkeys(
+        c for a in adapters.REGISTRY.values() for o in a.options if o.name == "broker" for c in o.choices
+    )
+)
+"""Every broker some adapter can run on (`--brokers` picks among them)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--adapters", default=",".join(adapters.NAMES), help=f"comma-separated: {', '.join(adapters.NAMES)}"
+    )
+    p.add_argument(
+        "--brokers",
+        default=None,
+        help=f"brokers, comma-separated ({', '.join(BROKERS)}); default: every one that answers. "
+        "A broker named here must answer.",
+    )
+    p.add_argument(
+        "--full", action="store_true", help="add every configuration and the PostgreSQL-restart fault"
+    )
+    p.add_argument("--parts", default=",".join(PARTS), help=f"which parts of the matrix: {', '.join(PARTS)}")
+    p.add_argument("--jobs", type=int, default=500, help="jobs per noop drain run")
+    p.add_argument(
+        "--overhead-jobs", type=int, default=100_000, help="jobs per run of the recording on/off pair"
+    )
+    p.add_argument("--sleep-jobs", type=int, default=300, help="jobs per sleep drain run")
+    p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
+    p.add_argument("--slots", type=int, default=10, help="total worker slots per adapter (equal for all)")
+    p.add_argument("--rate", type=float, default=200.0, help="steady scenario: arrivals per second")
+    p.add_argument("--duration", type=float, default=3.0, help="steady scenario: seconds of arrivals")
+    p.add_argument("--fault-jobs", type=int, default=200, help="jobs per fault run (sleep jobs)")
+    p.add_argument("--fault-ms", type=float, default=50.0, help="milliseconds each fault-run job sleeps")
+    p.add_argument(
+        "--repetitions", type=int, default=5, help="interleaved repetitions per case (5 for the statistics)"
+    )
+    p.add_argument("--spec", type=Path, default=None, help="a JSON spec file instead of the matrix options")
+    p.add_argument(
+        "--output", type=Path, default=None, help="report folder (default reports/<timestamp>-e<id>/)"
+    )
+    p.add_argument("--no-calibration", action="store_true", help="skip the raw SQL ceiling")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=None,
+        help="end a run when no job finished for this long (default 20, fault runs 30: pgqueue's rescue)",
+    )
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything about the options that needs no server: raises `UsageError`."""
+    if args.spec is not None:
+        return
+    choices(args.adapters, adapters.NAMES, "adapter")
+    choices(args.parts, PARTS, "part")
+    choices(args.brokers, BROKERS, "broker")
+    positive(
+        jobs=args.jobs, sleep_jobs=args.sleep_jobs, overhead_jobs=args.overhead_jobs, fault_jobs=args.fault_jobs,
+        rate=args.rate, duration=args.duration, repetitions=args.repetitions,
+    )  # fmt: skip
+    if args.sleep_ms < 0 or args.fault_ms < 0:
+        raise UsageError(
+            f"--sleep-ms and --fault-ms must not be negative, got {args.sleep_ms} and {args.fault_ms}"
+        )
+    if args.stall_seconds is not None:
+        positive(stall_seconds=args.stall_seconds)
+    if args.slots < 2:
+        raise UsageError(f"--slots must be at least 2 (pgqueue runs 2 processes), got {args.slots}")
+
+
+def default_matrix(
+    *,
+    variants: dict[str, list[dict[str, str]]],
+    fault_variants: dict[str, list[dict[str, str]]],
+    noop_jobs: int = 500,
+    sleep_jobs: int = 300,
+    sleep_ms: float = 10,
+    slots: int = 10,
+    steady_rate: float = 200,
+    steady_seconds: float = 3,
+    fault_jobs: int = 200,
+    fault_ms: float = 50,
+    repetitions: int = 5,
+    restart_postgres: bool = False,
+    overhead_jobs: int = 100_000,
+) -> dict[str, Any]:
+    """The default matrix (docs/benchmark.md explains the sizes) as a spec dict whose cases carry their
+    `part`: `variants` and `fault_variants` map each adapter to the variants it runs."""
+    cases: list[dict[str, Any]] = []
+
+    def layout(name: str) -> dict[str, int]:
+        processes, per = adapters.get(name).layout(slots)
+        return {"processes": processes, "slots": per}
+
+    for name, vs in variants.items():
+        for v in vs:
+            base = {"adapter": name, "options": v, **layout(name)}
+            for mode in terms.SCHEDULING_MODES:
+                part = "noop-one" if mode == "one_by_one" else "noop-bulk"
+                cases.append({**base, "jobs": noop_jobs, "scheduling": mode, "part": part})
+            sleep = {"jobs": sleep_jobs, "workload": "sleep", "params": {"ms": sleep_ms}, "part": "sleep"}
+            cases.append({**base, **sleep})
+            steady = {"jobs": int(steady_rate * steady_seconds), "scenario": "steady", "rate": steady_rate}
+            cases.append({**base, **steady, "scheduling": "one_by_one", "part": "steady"})
+    for name, vs in variants.items():
+        if vs and adapters.get(name).counts_completions:
+            # The recording overhead: a pair of noop drains, recording on and off, large enough that the
+            # drain lasts long enough to measure (a 500-job drain ends in tens of milliseconds).
+            pair = {
+                "adapter": name,
+                "options": vs[0],
+                **layout(name),
+                "jobs": overhead_jobs,
+                "part": "overhead",
+            }
+            cases += [pair, {**pair, "recording": False}]
+    faults = ["kill_worker"] + (["restart_postgres"] if restart_postgres else [])
+    for name, vs in fault_variants.items():
+        for v, fault in ((v, f) for v in vs for f in faults):
+            work = {"jobs": fault_jobs, "workload": "sleep", "params": {"ms": fault_ms}}
+            cases.append(
+                {
+                    "adapter": name,
+                    "options": v,
+                    **layout(name),
+                    **work,
+                    "scenario": "fault",
+                    "fault": fault,
+                    "part": "fault",
+                }
+            )
+    return {"cases": cases, "repetitions": repetitions}
+
+
+def build_spec(args: argparse.Namespace, s: settings.Settings) -> tuple[spec.Spec, list[str]]:
+    """The spec the options describe, with notes on what was left out; variants that cannot run here are
+    left out of the default matrix, and refused when asked for by name."""
+    notes: list[str] = []
+    if args.spec is not None:
+        try:
+            data = json.loads(args.spec.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read the spec file {args.spec}: {exc}") from None
+        return spec.validate_spec(data), notes
+    names = choices(args.adapters, adapters.NAMES, "adapter") or []
+    parts = set(choices(args.parts, PARTS, "part") or [])
+    brokers = choices(args.brokers, BROKERS, "broker") or list(BROKERS)
+    variants: dict[str, list[dict[str, str]]] = {}
+    faults: dict[str, list[dict[str, str]]] = {}
+    for name in names:
+        adapter = adapters.get(name)
+        usable = []
+        for v in adapter.default_variants(brokers=brokers, full=args.full):
+            why = adapter.unavailable(v, s)
+            if why is None:
+                usable.append(v)
+            elif args.brokers is not None:
+                raise UsageError(why)
+            else:
+                notes.append(f"{adapter.label(v)} skipped: {why}")
+        variants[name] = usable
+        ok = [dict(adapter.resolve(v)) for v in usable]
+        faults[name] = [
+            v
+            for v in adapter.fault_variants(brokers=brokers, full=args.full)
+            if dict(adapter.resolve(v)) in ok
+        ]
+    data = default_matrix(
+        variants=variants,
+        fault_variants=faults,
+        noop_jobs=args.jobs,
+        sleep_jobs=args.sleep_jobs,
+        sleep_ms=args.sleep_ms,
+        slots=args.slots,
+        steady_rate=args.rate,
+        steady_seconds=args.duration,
+        fault_jobs=args.fault_jobs,
+        fault_ms=args.fault_ms,
+        repetitions=args.repetitions,
+        restart_postgres=args.full,
+        overhead_jobs=args.overhead_jobs,
+    )
+    data["cases"] = [c for c in data["cases"] if c.pop("part") in parts]
+    if not data["cases"]:
+        raise UsageError("nothing to run: the chosen adapters and parts leave no case")
+    data["notes"] = notes
+    return spec.validate_spec(data), notes
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the options, start the database, run the experiment, print its summary."""
+    from shared.bench import cli
+
+    check_args(args)
+    s0 = cli.settings_without_database()
+    the_spec, notes = build_spec(args, s0)
+    return cli.run_experiment(
+        the_spec,
+        notes=notes,
+        output=args.output,
+        progress=not args.no_progress,
+        calibrate=not args.no_calibration,
+        stall_seconds=args.stall_seconds,
+        print_summary=print_summary,
+    )
+
+
+def print_summary(out: Path) -> None:
+    """The headline figures of a report folder, and where the rest is."""
+    data = json.loads((out / "results.json").read_text())
+    print()
+    for fam, comp in sorted(data["comparisons"].items()):
+        print(fam)
+        for row in comp["rows"]:
+            if row["figure"] not in ("throughput", "e2e_p50_ms", "e2e_p99_ms"):
+                continue
+            cells = ", ".join(
+                f"{who} {r['median']:.1f} [{r['ci_low']:.1f}-{r['ci_high']:.1f}]"
+                for who, r in row["results"].items()
+                if r["median"] is not None
+            )
+            print(f"  {row['figure']:<11} {cells}  -> {row['winner'] or row['verdict']}")
+    calib = data["calibration"]["median_jobs_per_second"]
+    if calib:
+        print(f"raw SQL ceiling: {calib:.0f} jobs/s")
+    for o in data["recording_overhead"]:
+        interval = f" [{o['ci_low']}-{o['ci_high']}]" if o.get("ci_low") is not None else ""
+        print(
+            f"recording overhead ({o['case_key']}): {o['overhead_percent']}%{interval} "
+            f"(median of {o['pairs']} side-by-side pairs)"
+        )
+    for f in data["faults"]:
+        a = f.get("audit") or {}
+        print(
+            f"fault {f['case_key']}: status {f['status']}, lost {a.get('lost')}, duplicates {a.get('duplicates')}, "
+            f"redelivered {a.get('redelivered')}"
+        )
+    for n in data["notes"]:
+        print(f"note: {n}")
+    print(f"\nreport: {out}/summary.md (results.json, results.csv, *.png)")
+    sys.stdout.flush()

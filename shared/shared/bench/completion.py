@@ -1,0 +1,100 @@
+"""The end of a run: every job finished, or completions stopped moving (docs/benchmark.md, "Completion").
+
+An adapter that can tell from its own tables (`Adapter.busy`, `Adapter.completed`) is polled first, recording or not, so
+that the paired runs of the recording overhead end on the same signal: a cheap poll every 20 ms until
+nothing is left to run, its completed count once a second for progress. The records, loaded by the
+workers at least every second, are then awaited; for the other adapters they are the only signal. A
+run whose count stops moving for `stall` seconds ends, and its missing jobs count as lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared.bench import adapters
+from shared.bench.spec import Case
+from shared.bench.store import Store
+
+QUEUE_POLL_SECONDS = 0.02
+RECORDS_POLL_SECONDS = 0.1
+
+
+class _Stall:
+    """Whether a count has moved within the last `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.reset()
+
+    def reset(self) -> None:
+        self.last, self.changed = -1, time.monotonic()
+
+    def moving(self, count: int) -> bool:
+        if count != self.last:
+            self.last, self.changed = count, time.monotonic()
+        return time.monotonic() - self.changed <= self.seconds
+
+
+def completed_in_queue(db: Store, case: Case, queue: str) -> int | None:
+    """The adapter's own count of completed jobs in `queue`, or None when it keeps none."""
+    adapter = adapters.get(case.adapter)
+    if not adapter.counts_completions:
+        return None
+    return db.call(lambda conn: adapter.completed(conn, queue))
+
+
+def wait_for_end(
+    db: Store,
+    run_id: int,
+    case: Case,
+    n: int,
+    queue: str,
+    baseline: int | None,
+    stall: float,
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    """Wait until every one of the `n` jobs sent finished, or completions stall for `stall` seconds.
+
+    `baseline` is the adapter's count of completed jobs in `queue` before the run sent anything (the
+    queue serves every run of its worker group). KeyboardInterrupt when `should_stop()`.
+    """
+    adapter = adapters.get(case.adapter)
+    started = time.time()
+    observed_done_at = None
+    done = -1
+    stalled = _Stall(stall)
+    if baseline is not None:
+        count_at = 0.0
+        while True:
+            if should_stop():
+                raise KeyboardInterrupt
+            busy = db.call(lambda conn: adapter.busy(conn, queue))
+            if not busy or time.monotonic() >= count_at:
+                done = db.call(lambda conn: adapter.completed(conn, queue)) - baseline
+                count_at = time.monotonic() + 1.0
+                if not busy and done >= n:
+                    observed_done_at = time.time()
+                    break
+            if not stalled.moving(done):
+                break
+            time.sleep(QUEUE_POLL_SECONDS)
+    if case.recording and (observed_done_at is not None or baseline is None):
+        stalled.reset()
+        while True:
+            if should_stop():
+                raise KeyboardInterrupt
+            done = int(db.one("events_finished", {"run_id": run_id}) or 0)
+            if done >= n:
+                observed_done_at = observed_done_at or time.time()
+                break
+            if not stalled.moving(done):
+                break
+            time.sleep(RECORDS_POLL_SECONDS)
+    return {
+        "wait_seconds": round(time.time() - started, 3),
+        "stalled": done < n,
+        "observed_done_at": observed_done_at,
+        "done_when_waiting_ended": done,
+    }

@@ -1,0 +1,65 @@
+"""The figures of one run, as its row's `metrics` holds them (docs/benchmark.md, "What is measured").
+
+From what the sender did (`scenarios.EnqueueResult`), how the wait ended (`completion.wait_for_end`), the
+sampled resources, the database counters before and after, and the job records: enqueue rate, time to
+drain (first start to last finish) and throughput, throughput over time, latency percentiles and CDF,
+and a provisional audit (the final one runs once every record is in).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from shared.bench import audit, dbload, metrics
+from shared.bench.scenarios import EnqueueResult
+from shared.bench.spec import Case
+
+
+def run_metrics(
+    conn: psycopg.Connection,
+    run_id: int,
+    case: Case,
+    sent: EnqueueResult | None,
+    waited: dict[str, Any],
+    resources: dict[str, Any],
+    before_db: dict[str, float],
+    after_db: dict[str, float],
+) -> dict[str, Any]:
+    """Every figure of run `run_id`."""
+    n_sent = sent.sent if sent else 0
+    m: dict[str, Any] = {
+        "jobs": case.jobs,
+        "enqueued": n_sent,
+        "enqueue_seconds": round(sent.seconds, 4) if sent else None,
+        "enqueue_rate": round(sent.rate, 1) if sent else None,
+        "sender_max_lag_s": round(sent.max_lag_s, 4) if sent else None,
+        "db": dbload.delta(before_db, after_db),
+        "resources": resources["totals"],
+        "resource_samples": resources["samples"],
+        "wait": waited,
+    }
+    if sent and waited.get("observed_done_at"):
+        m["wall_seconds"] = round(waited["observed_done_at"] - sent.started_at, 4)
+    if not case.recording:
+        m["audit"] = None
+        if m.get("wall_seconds"):
+            # Not `throughput`: without records it spans the enqueue too, unlike the drain figure.
+            m["wall_throughput"] = round(n_sent / m["wall_seconds"], 1)
+        return m
+    timings = metrics.job_timings(conn, run_id)
+    lat = metrics.latencies(timings, from_scheduled=case.scenario == "steady")
+    m["latency_ms"] = metrics.latency_summary(lat)
+    m["latency_cdf"] = {k: metrics.cdf_points(v) for k, v in lat.items()}
+    starts = [t.first_start for t in timings if t.first_start is not None]
+    finishes = sorted(t.finish for t in timings if t.finish is not None)
+    if starts and finishes:
+        first, last = min(starts), max(finishes)
+        m["first_start_ts"], m["last_finish_ts"] = first, last
+        drain = max(last - first, 1e-6)
+        m["drain_seconds"] = round(drain, 4)
+        m["throughput"] = round(len(finishes) / drain, 1)
+        m["throughput_series"] = metrics.throughput_series(finishes, first)
+    m["audit"] = audit.audit_run(conn, run_id, range(n_sent)).to_dict()
+    return m

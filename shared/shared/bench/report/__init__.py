@@ -1,0 +1,10 @@
+"""The report of an experiment (`write`) and the results the admin pages read (`run_series`,
+`run_summary`, `case_summary`, `compare`): `figures` names and derives, `views` reads, `files`,
+`markdown` and `plots` write."""
+
+from __future__ import annotations
+
+from shared.bench.report.files import write
+from shared.bench.report.views import case_summary, compare, run_series, run_summary
+
+__all__ = ["case_summary", "compare", "run_series", "run_summary", "write"]

@@ -1,0 +1,181 @@
+"""`summary.md`: the experiment's figures side by side, each comparison's verdict, calibration, the
+recording overhead, fault runs and the audit, for a person to read."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from shared.bench import adapters, stats
+from shared.bench.report.figures import SUMMARY_FIGURES
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if abs(v) >= 100:
+        s = f"{v:,.0f}"
+    elif abs(v) >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.3g}"
+    return s
+
+
+def _cell(est: dict[str, Any] | None) -> str:
+    if not est:
+        return "–"
+    return f"{_fmt(est['median'])} [{_fmt(est['ci_low'])}–{_fmt(est['ci_high'])}]"
+
+
+def write(
+    path: Path,
+    result: dict[str, Any],
+    cases: list[dict[str, Any]],
+    comparisons: dict[str, Any],
+    ceiling: float | None,
+    runs: list[dict[str, Any]],
+    files: list[Path],
+) -> Path:
+    e = result["experiment"]
+    env = result["environment"]
+    pg = env.get("postgres") or {}
+    lines = [
+        f"# Benchmark: experiment {e['id']} ({e['status']}, {e['mode']} mode)",
+        "",
+        f"Started {e['started_at']}, finished {e['finished_at']}. "
+        f"Python {env.get('python')}, PostgreSQL {pg.get('server_version')} "
+        f"(fsync={pg.get('fsync')}, synchronous_commit={pg.get('synchronous_commit')}), "
+        f"{env.get('cpu_count')} CPUs, {env.get('memory_mb')} MB; "
+        + ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
+        + f". Database: {env.get('database')}.",
+        "",
+        "Each cell: median [bootstrap 95% interval] over the repetitions. A winner is named only where the "
+        'intervals do not overlap; otherwise "no clear difference". Ratio: how many times better the '
+        "leader is than the runner-up.",
+        "",
+    ]
+    spec_data = e.get("spec") or {}
+    lines += ["## Sizes", "", f"- repetitions per case: {spec_data.get('repetitions')}"]
+    for c in cases:
+        reps = len(c["repetitions"])
+        lines.append(f"- `{c['case_key']}`: {c['job_count']} jobs, {reps} run(s); {c['slot_mapping'] or ''}")
+    lines.append("")
+    if ceiling:
+        lines += [
+            "## Calibration: the raw SQL ceiling",
+            "",
+            "Claim 100 jobs (`FOR UPDATE SKIP LOCKED`) then complete them, in a loop, from one connection, "
+            f"no job body, no recording ({result['calibration']['rounds'][0].get('source')}): "
+            f"**{_fmt(ceiling)} jobs/s** (median of {len(result['calibration']['rounds'])} rounds). A queue with "
+            "several processes can pass this one-connection figure.",
+            "",
+            "| case | throughput (jobs/s) | ratio to ceiling |",
+            "|---|---|---|",
+        ]
+        for c in cases:
+            t = c["estimates"].get("throughput")
+            if t and c["workload"] == "noop" and c["scenario"] == "drain" and c["recording"]:
+                lines.append(f"| `{c['case_key']}` | {_fmt(t['median'])} | {t['median'] / ceiling:.3f} |")
+        lines.append("")
+        rounds = result["calibration"]["rounds"]
+        copy = stats.median([r["copy"] for r in rounds if isinstance(r.get("copy"), int | float)])
+        insert = stats.median([r["insert"] for r in rounds if isinstance(r.get("insert"), int | float)])
+        if copy and insert:
+            lines += [
+                f"Enqueue ceilings: a plain COPY **{_fmt(copy)} jobs/s** (bulk), single-row INSERTs one per "
+                f"transaction **{_fmt(insert)} jobs/s** (one_by_one).",
+                "",
+                "| case | enqueue rate (jobs/s) | ratio to its ceiling |",
+                "|---|---|---|",
+            ]
+            for c in cases:
+                e = c["estimates"].get("enqueue_rate")
+                if e and c["scenario"] == "drain" and c["recording"] and e["median"]:
+                    ref = copy if c["scheduling_mode"] == "bulk" else insert
+                    lines.append(f"| `{c['case_key']}` | {_fmt(e['median'])} | {e['median'] / ref:.3f} |")
+            lines.append("")
+    for fam, comp in sorted(comparisons.items()):
+        whos = list({w for row in comp["rows"] for w in row["results"]})
+        whos.sort(key=lambda w: (_registry_order(w), w))
+        lines += [f"## {fam}", "", "| figure | " + " | ".join(whos) + " | winner (ratio) |"]
+        lines.append("|---|" + "---|" * len(whos) + "---|")
+        for row in comp["rows"]:
+            if row["figure"] not in SUMMARY_FIGURES:
+                continue
+            cells = []
+            for w in whos:
+                r = row["results"].get(w)
+                cells.append(
+                    _cell({"median": r["median"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
+                    if r
+                    else "–"
+                )
+            if row.get("winner"):
+                verdict = f"**{row['winner']}** ({row['ratio']:.2f}x)" if row.get("ratio") else row["winner"]
+            else:
+                verdict = row["verdict"]
+            unit = f" ({row['unit']})" if row["unit"] else ""
+            lines.append(f"| {row['figure']}{unit} | " + " | ".join(cells) + f" | {verdict} |")
+        lines.append("")
+    if result["recording_overhead"]:
+        lines += ["## Recording overhead (paired runs, recording on and off)", ""]
+        for o in result["recording_overhead"]:
+            interval = f" [{o['ci_low']}–{o['ci_high']}]" if o.get("ci_low") is not None else ""
+            lines.append(
+                f"- `{o['case_key']}`: **{o['overhead_percent'] if o['overhead_percent'] is not None else '–'}%"
+                f"**{interval}, the median of {o.get('pairs', 0)} side-by-side pairs' on/off ratios "
+                f"(per round: {', '.join(f'{x:+g}%' for x in o.get('per_round_percent', []))})"
+                + ("; no clear difference" if o["no_clear_difference"] else "")
+                + f". Median wall time {_fmt(o['wall_seconds_recording_on'])} s with recording, "
+                f"{_fmt(o['wall_seconds_recording_off'])} s without."
+            )
+        lines.append("")
+    faults = result["faults"]
+    if faults:
+        lines += [
+            "## Fault runs (single repetitions, reported, not compared)",
+            "",
+            "| case | status | fault | enqueued | completed | lost | duplicates | redelivered | retried |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for f in faults:
+            a = f.get("audit") or {}
+            fault = f.get("fault") or {}
+            when = (
+                f", struck after {fault['jobs_started_before']} started, {fault['jobs_finished_before']} finished"
+                if "jobs_started_before" in fault
+                else ""
+            )
+            lines.append(
+                f"| `{f['case_key']}` | {f['status']} | {fault.get('kind', '–')} "
+                f"{'pid ' + str(fault.get('pid')) if fault.get('pid') else ''}{when} | {a.get('enqueued', '–')} | "
+                f"{a.get('completed', '–')} | {a.get('lost', '–')} | {a.get('duplicates', '–')} | "
+                f"{a.get('redelivered', '–')} | {a.get('retried', '–')} |"
+            )
+        lines.append("")
+    lines += [
+        "## Correctness audit (every run)",
+        "",
+        "| case | runs | lost | duplicates |",
+        "|---|---|---|---|",
+    ]
+    for c in cases:
+        audited = [r for r in runs if r["case_key"] == c["case_key"] and (r["metrics"] or {}).get("audit")]
+        lost = sum(r["metrics"]["audit"]["lost"] for r in audited)
+        dup = sum(r["metrics"]["audit"]["duplicates"] for r in audited)
+        lines.append(f"| `{c['case_key']}` | {len(audited)} | {lost} | {dup} |")
+    lines.append("")
+    if result["notes"]:
+        lines += ["## Notes", "", *[f"- {n}" for n in result["notes"]], ""]
+    lines += ["## Files", "", *[f"- `{p.name}`" for p in files], ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _registry_order(who: str) -> int:
+    """A contender's column: the registry's order of adapters (`adapters.NAMES`); a variant's label starts
+    with its adapter's name (`Adapter.label`)."""
+    name = who.split(".", 1)[0]
+    return adapters.NAMES.index(name) if name in adapters.NAMES else len(adapters.NAMES)

@@ -1,0 +1,34 @@
+"""The benchmark's vocabulary, defined once: every module, the web form, the API schema and the database
+checks take these names from here (docs/benchmark.md, "Scenarios").
+
+Each is a `Literal` type, for the spec models and the type checker, and the tuple of its values, for
+loops and error messages. The adapters' names are not here: they are the keys of the adapter registry
+(`shared.bench.adapters`), so that a new queue joins by registering itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+SchedulingMode = Literal["one_by_one", "bulk"]
+"""`one_by_one`: one enqueue per transaction or publish; `bulk`: the fastest batch API each queue offers."""
+Scenario = Literal["drain", "steady", "burst", "fault"]
+"""How a run's jobs arrive: all at once, open loop at a fixed rate, in spaced bursts, or with a fault."""
+Fault = Literal["kill_worker", "restart_postgres"]
+"""What a fault run does mid-run."""
+Mode = Literal["managed", "attached"]
+"""Managed: the harness starts the workers. Attached: it uses workers that already run."""
+
+SCHEDULING_MODES: tuple[str, ...] = get_args(SchedulingMode)
+SCENARIOS: tuple[str, ...] = get_args(Scenario)
+FAULTS: tuple[str, ...] = get_args(Fault)
+MODES: tuple[str, ...] = get_args(Mode)
+
+MAX_JOBS = 2_000_000
+MAX_PROCESSES = 64
+MAX_SLOTS = 256
+"""Total slots (processes x slots per process) of one case."""
+MAX_REPETITIONS = 50
+MAX_RATE = 100_000.0
+MAX_BURSTS = 1000
+MAX_WORKLOAD_MS = 3_600_000.0

@@ -1,0 +1,184 @@
+"""Worker processes the harness starts (managed mode), for every adapter alike.
+
+A `WorkerProcess` is one worker's main process, started in a session of its own so that its whole process
+group can be stopped at once; it is ready once it heartbeats in `queue.workers` (and, for an adapter
+whose processes heartbeat on their own, once each of them does). `stop` is a warm shutdown: SIGTERM to
+the main process only (a prefork child resets SIGTERM to its default action, so signalling the group
+would kill the jobs it runs), a wait, then SIGKILL to the group. A `WorkerGroup` is the workers of one
+adapter variant listening on one queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from shared import db
+from shared.bench import store
+from shared.bench.adapters import AdapterUnavailable
+
+HOST = socket.gethostname()
+
+
+def worker_env(database_url: str, spool_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a worker the harness starts: this process's, less the settings that would point
+    it at another database or broker than `database_url`, plus its spool directory and `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in {"QUEUE_DATABASE_URL", "CELERY_BROKER_URL"}}
+    env.update(DATABASE_URL=database_url, BENCH_SPOOL_DIR=str(spool_dir), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """One worker's main process in a session of its own."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.argv = list(argv)
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+        self.info: dict[str, Any] = {}
+        """The `info` of its heartbeat once ready (what the worker says of its configuration)."""
+        self.worker_id: str | None = None
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    @property
+    def startup_seconds(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.started_at
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def heartbeat(self, conn: Any) -> dict[str, Any] | None:
+        """This worker's latest heartbeat row (`id`, `info`, `queues`, ...), if it has sent one."""
+        cur = conn.execute(store.q("worker_by_pid"), {"pid": self.pid, "host": HOST})
+        row = cur.fetchone()
+        return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+    def is_ready(self, conn: Any, processes: int = 0) -> bool:
+        """Whether it heartbeated since it started, with at least `processes` of its own processes."""
+        row = conn.execute(
+            store.q("worker_ready"), {"pid": self.pid, "host": HOST, "since": self.started_at}
+        ).fetchone()
+        return bool(row and row[0] and row[1] >= processes)
+
+    def wait_ready(
+        self,
+        database_url: str,
+        *,
+        processes: int = 0,
+        timeout: float = 120.0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Return once the worker is ready; `AdapterUnavailable` with its log's tail when it exits or
+        `timeout` passes (the worker is stopped then); KeyboardInterrupt when `should_stop()`."""
+        deadline = time.monotonic() + timeout
+        with db.connect(database_url, role="harness", autocommit=True) as conn:
+            while not self.is_ready(conn, processes):
+                if should_stop():
+                    self.stop(5)
+                    raise KeyboardInterrupt
+                if not self.alive() or time.monotonic() > deadline:
+                    self.stop(5)
+                    tail = self.log()[-1500:].strip()
+                    raise AdapterUnavailable(
+                        f"the worker `{Path(self.argv[0]).name}` did not start within {timeout:.0f} s "
+                        f"(exit code {self.popen.returncode}); its log ({self.log_path}) ends with:\n{tail}"
+                    )
+                time.sleep(0.1)
+            row = self.heartbeat(conn) or {}
+        self.ready_at = time.time()
+        self.info = dict(row.get("info") or {})
+        self.worker_id = row.get("id")
+
+    def pids(self) -> list[int]:
+        """The main process and all its descendants that are alive."""
+        if not self.alive():
+            return []
+        try:
+            root = psutil.Process(self.pid)
+            return [self.pid, *(c.pid for c in root.children(recursive=True))]
+        except psutil.Error:
+            return []
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the main process alone."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        """Ask for a warm shutdown: SIGTERM to the main process, which stops its children."""
+        if self.alive():
+            self.kill(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """`terminate`, wait up to `timeout`, then SIGKILL whatever is left of the process group."""
+        self.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(max(0.1, timeout))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+        self._log.close()
+        return self.popen.returncode
+
+
+@dataclass
+class WorkerGroup:
+    """The workers the harness started for one adapter variant, listening on `queue`."""
+
+    queue: str
+    workers: list[WorkerProcess] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """The environment the group and its enqueuer share (`Adapter.group_env`)."""
+    close_env: Callable[[], None] = lambda: None
+
+    @property
+    def startup_seconds(self) -> float | None:
+        times = [w.startup_seconds for w in self.workers]
+        return max(times) if times and None not in times else None  # type: ignore[type-var]
+
+    def alive(self) -> bool:
+        return bool(self.workers) and all(w.alive() for w in self.workers)
+
+    def root_pids(self) -> list[int]:
+        return [w.pid for w in self.workers if w.alive()]
+
+    def terminate(self) -> None:
+        for w in self.workers:
+            w.terminate()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every worker (all asked at once, then waited for), then release the group's environment."""
+        self.terminate()
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            w.stop(max(0.1, deadline - time.monotonic()))
+        self.close_env()
+        self.close_env = lambda: None
