@@ -53,20 +53,27 @@ migrate: setup ## Apply both migration lineages (app and queue)
 	@$(PY) -m shared.migrate upgrade
 
 ##@ Development
+# The database of make dev and dev-*: DATABASE_URL, else what the settings find (the embedded cluster,
+# then LOCAL_PG_ADDR), else the embedded cluster started here (make db-up); then the migrations.
+.PHONY: dev-db
+dev-db: setup
+	@bash scripts/dev.sh database
+	@$(MAKE) --no-print-directory migrate
+
 .PHONY: dev
-dev: migrate ## Run web, celery and pgqueue from Procfile.dev (Overmind if installed, else honcho)
+dev: dev-db ## Run web, celery and pgqueue from Procfile.dev (Overmind, else honcho); make db-up first if no PostgreSQL is found
 	@bash scripts/dev.sh start
 
 .PHONY: dev-web
-dev-web: migrate ## Run the web service alone
+dev-web: dev-db ## Run the web service alone
 	@bash scripts/dev.sh one web
 
 .PHONY: dev-celery
-dev-celery: migrate ## Run the Celery worker alone
+dev-celery: dev-db ## Run the Celery worker alone
 	@bash scripts/dev.sh one celery
 
 .PHONY: dev-pgqueue
-dev-pgqueue: migrate ## Run the pgqueue worker alone
+dev-pgqueue: dev-db ## Run the pgqueue worker alone
 	@bash scripts/dev.sh one pgqueue
 
 .PHONY: dev-stop

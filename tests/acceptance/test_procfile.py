@@ -1,4 +1,4 @@
-"""Procfile.dev end to end: honcho (and `make dev` / `make dev-stop`) start the three services; nothing is left.
+"""Procfile.dev end to end: honcho starts the three services; nothing is left (`make dev`: test_dev.py).
 
 The first test runs on an embedded PostgreSQL that it starts itself, after running the migrations,
 so every CI run covers the fresh-machine path whatever server the rest of the suite uses.
@@ -6,12 +6,9 @@ so every CI run covers the fresh-machine path whatever server the rest of the su
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -77,31 +74,3 @@ def test_honcho_runs_the_procfile_on_the_embedded_postgres(embedded_cluster, out
     finally:
         honcho.stop()
     wait_until(lambda: not session_processes(sid), 30, message="no process left in the session")
-
-
-def test_make_dev_then_dev_stop_leaves_nothing_running(database_url, output_dir, tmp_path):
-    data = ROOT / ".data"
-    assert not list(data.glob("dev-*.pid")), "another make dev is running in this checkout"
-    port = embedded.free_port()
-    env = service_env(
-        database_url, PORT=str(port), WEB_CONCURRENCY="1", BENCH_SPOOL_DIR=str(tmp_path / "spool")
-    )
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if "overmind" not in p)
-    make = Proc(["make", "-s", "dev"], env, output_dir / "make-dev.log")
-    sid = make.pid
-    try:
-        wait_until(lambda: up(port), 90, message="web /up under make dev")
-        assert list(data.glob("dev-*.pid"))
-        stop = subprocess.run(
-            ["make", "-s", "dev-stop"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=90
-        )
-        assert stop.returncode == 0, stop.stderr
-        wait_until(
-            lambda: not [p for p in session_processes(sid) if p.pid != make.pid],
-            30,
-            message="no process of make dev left",
-        )
-        honcho_groups = [Path(p) for p in data.glob("dev-*.pid")]
-        assert not honcho_groups
-    finally:
-        make.stop()
