@@ -34,16 +34,18 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # ---- runtime: the virtual environment, the migrations, a non-root user ----
 FROM ${PYTHON_IMAGE} AS runtime
+# Its home is its own and writable (tools write caches and settings under $HOME); /app is not.
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app \
-    && mkdir -p /var/lib/bench \
-    && chown app:app /var/lib/bench
+    && useradd --system --uid 10001 --gid app --home-dir /home/app --no-create-home app \
+    && mkdir -p /home/app /var/lib/bench \
+    && chown app:app /home/app /var/lib/bench
 WORKDIR /app
 # Owned by root and read-only for the services: the code cannot be changed by the process that runs it.
 COPY --from=builder /app/.venv /app/.venv
 # fly.toml's release_command (`python -m shared.migrate upgrade`) finds db/alembic.ini in the working directory.
 COPY db/ db/
 ENV PATH="/app/.venv/bin:${PATH}" \
+    HOME=/home/app \
     PYTHONUNBUFFERED=1 \
     BENCH_DATA_DIR=/var/lib/bench \
     BENCH_REPORTS_DIR=/var/lib/bench/reports \

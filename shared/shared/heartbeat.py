@@ -1,19 +1,25 @@
 """Worker heartbeats (docs/architecture.md, "The job contract"): every worker of both queues upserts its row in `queue.workers`.
 
-The row says who the worker is (host, PID, queues, processes, slots, and for Celery the broker, pool,
-concurrency, configuration and polling interval in `info`) and how recent its spool load is
-(`spool_loaded_at`). The admin pages, the attached mode and pgqueue's rescuer read it.
+The row says who the worker is (host, PID, queues, processes, slots, the machine's CPUs and memory in
+`info["machine"]`, and for Celery the broker, pool, concurrency, configuration and polling interval in
+`info`) and how recent its spool load is
+(`spool_loaded_at`). The admin pages, the attached mode and pgqueue's rescuer read it, and so do the
+workers' health checks (`check`, `serve_health`, `health_main`; docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import logging
 import os
-import socket
+import sys
 import threading
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -39,7 +45,28 @@ ON CONFLICT (id) DO UPDATE
 
 def new_worker_id(adapter: str) -> str:
     """A unique worker id: adapter, host, PID and a random suffix (PIDs are reused)."""
-    return f"{adapter}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    from shared import settings
+
+    return f"{adapter}-{settings.host_name()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _host() -> str:
+    from shared import settings
+
+    return settings.host_name()
+
+
+def machine() -> dict[str, Any]:
+    """The machine a worker runs on, as its heartbeat tells it: what an attached run records as its fleet."""
+    import psutil
+
+    from shared import settings
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_mb": round(psutil.virtual_memory().total / 2**20),
+        "fly_machine_id": settings.fly_machine_id(),
+    }
 
 
 @dataclass
@@ -52,8 +79,9 @@ class WorkerIdentity:
     processes: int = 1
     slots: int = 1
     info: dict[str, Any] = field(default_factory=dict)
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=_host)
     pid: int = field(default_factory=os.getpid)
+    machine: dict[str, Any] = field(default_factory=machine)
 
 
 class Heartbeat(threading.Thread):
@@ -89,7 +117,7 @@ class Heartbeat(threading.Thread):
             "queues": i.queues,
             "processes": i.processes,
             "slots": i.slots,
-            "info": Jsonb(i.info),
+            "info": Jsonb({**i.info, "machine": i.machine}),
             "spool_loaded_at": self.spool_loaded_at,
         }
         with self._lock:
@@ -127,3 +155,154 @@ class Heartbeat(threading.Thread):
             except psycopg.Error:
                 pass
             self._conn = None
+
+
+# ---- Health of a worker, from its heartbeat --------------------------------------------------------------
+# A deployed worker takes no traffic, so nothing else tells a platform that it works: it is healthy while its
+# row is not stopped and its heartbeat is recent. A worker that exits (exit 2: its broker or database does
+# not answer) or whose heartbeat thread cannot reach the database fails the check.
+
+# A heartbeat older than this is stale: the admin pages' "fresh" (services/web/web/runs.py), 7 beats of 2 s.
+HEALTH_MAX_AGE = 15.0
+
+FRESHEST_RUNNING = """
+SELECT id, extract(epoch FROM now() - heartbeat_at)::float8 AS age
+  FROM queue.workers
+ WHERE adapter = %(adapter)s AND host = %(host)s AND stopped_at IS NULL
+   AND (%(pid)s::integer IS NULL OR pid = %(pid)s::integer)
+ ORDER BY heartbeat_at DESC
+ LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class Health:
+    """One answer of a health check: healthy or not, and one line saying why."""
+
+    healthy: bool
+    reason: str
+    worker_id: str | None = None
+    heartbeat_age_s: float | None = None
+
+
+def check(
+    database_url: str,
+    adapter: str,
+    *,
+    host: str | None = None,
+    pid: int | None = None,
+    max_age: float = HEALTH_MAX_AGE,
+) -> Health:
+    """Healthy when a worker of `adapter` on `host` (default: this host; with `pid`, that very process)
+    has a row that is not stopped and heartbeated within `max_age` seconds."""
+    from shared import db
+
+    host = host or _host()
+    who = f"{adapter} worker on {host}" + (f" with pid {pid}" if pid else "")
+    try:
+        with db.connect(
+            database_url,
+            role=f"{adapter}-health",
+            autocommit=True,
+            connect_timeout=3,
+            options="-c statement_timeout=2000",
+        ) as conn:
+            row = conn.execute(FRESHEST_RUNNING, {"adapter": adapter, "host": host, "pid": pid}).fetchone()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Health(False, f"cannot read the heartbeat of the {who}: {first}")
+    if row is None:
+        return Health(False, f"no running {who} in queue.workers")
+    worker_id, age = row
+    if age > max_age:
+        return Health(
+            False, f"{worker_id}: last heartbeat {age:.0f} s ago (stale after {max_age:g} s)", worker_id, age
+        )
+    return Health(True, f"{worker_id}: last heartbeat {age:.1f} s ago", worker_id, age)
+
+
+class _HealthHandler(BaseHTTPRequestHandler):
+    server: _HealthServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.split("?", 1)[0] != "/up":
+            self._answer(404, {"error": "not found; GET /up"})
+            return
+        health = self.server.probe()
+        self._answer(
+            200 if health.healthy else 503, {"status": "up" if health.healthy else "down", **asdict(health)}
+        )
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        """Silent: a check every 15 s would fill the worker's log."""
+
+
+class _HealthServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], probe: Callable[[], Health]) -> None:
+        super().__init__(address, _HealthHandler)
+        self.probe = probe
+
+
+def serve_health(port: int, probe: Callable[[], Health], host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104 - the platform's checks come from outside the machine
+    """Answer `GET /up` on `port` from `probe()` (200 healthy, 503 not) in a thread of this process."""
+    server = _HealthServer((host, port), probe)
+    # Celery's prefork children are forked from this process: they must not hold the listening socket,
+    # or the port would stay open after the worker itself has exited.
+    os.register_at_fork(after_in_child=server.socket.close)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def health_main(adapter: str, run_worker: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    """`bench-<adapter>-health`: check this host's worker once, or (`--serve PORT`) run the worker in this
+    process and answer `GET /up` on PORT for the platform's checks, which can only ask over HTTP or TCP."""
+    from shared import settings
+
+    p = argparse.ArgumentParser(
+        prog=f"bench-{adapter}-health",
+        description=f"Exit 0 when a {adapter} worker on this host heartbeats, 1 when not (Docker HEALTHCHECK). "
+        f"With --serve PORT: run the {adapter} worker in this process and answer GET /up on PORT "
+        "(200 while its heartbeat is recent, 503 when not; nothing once it has exited).",
+    )
+    p.add_argument(
+        "--max-age", type=float, default=HEALTH_MAX_AGE, help="seconds before a heartbeat is stale"
+    )
+    p.add_argument("--serve", type=int, metavar="PORT", help="run the worker here and answer GET /up on PORT")
+    p.add_argument("worker_args", nargs="*", help="after --: the worker's own flags (with --serve)")
+    args = p.parse_args(argv)
+    if args.max_age <= 0:
+        p.error("--max-age must be more than 0 seconds")
+    if args.worker_args and args.serve is None:
+        p.error("worker flags need --serve PORT")
+    if args.serve is not None and not 0 < args.serve < 65536:
+        p.error(f"--serve takes a TCP port (1-65535), got {args.serve}")
+    try:
+        url = settings.load().queue_database_url
+    except settings.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.serve is None:
+        health = check(url, adapter, max_age=args.max_age)
+        print(("healthy: " if health.healthy else "unhealthy: ") + health.reason)
+        return 0 if health.healthy else 1
+    pid = os.getpid()  # the worker heartbeats from this very process
+    try:
+        server = serve_health(args.serve, lambda: check(url, adapter, pid=pid, max_age=args.max_age))
+    except OSError as exc:
+        print(f"error: cannot listen on port {args.serve}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_worker(args.worker_args)
+    finally:
+        server.shutdown()
+        server.server_close()

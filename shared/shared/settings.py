@@ -30,6 +30,12 @@ ENV_ADMIN_PASSWORD = "ADMIN_PASSWORD"
 ENV_SECRET_KEY = "SECRET_KEY"
 ENV_PORT = "PORT"
 ENV_LOCAL_PG_ADDR = "LOCAL_PG_ADDR"
+# This machine's name in worker heartbeats and on the executor's experiment row (default: the hostname). Set
+# it to run several "hosts" on one machine: a local fleet, or the tests of two web machines.
+ENV_HOST = "BENCH_HOST"
+# Set by Fly.io on every machine (docs/deploy.md): where they are set, the workers are deployed apart.
+ENV_FLY_APP_NAME = "FLY_APP_NAME"
+ENV_FLY_MACHINE_ID = "FLY_MACHINE_ID"
 
 DEFAULT_LOCAL_PG_ADDR = "127.0.0.1:5432"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -225,6 +231,24 @@ class Settings:
         if broker == "rabbitmq":
             return self.rabbitmq_url
         raise ConfigError(f"unknown broker {broker!r}; use postgres, redis or rabbitmq")
+
+
+def host_name(env: Mapping[str, str] | None = None) -> str:
+    """This machine's name for heartbeats and executors: `BENCH_HOST`, else the hostname."""
+    env = os.environ if env is None else env
+    return env.get(ENV_HOST) or socket.gethostname()
+
+
+def fly_machine_id(env: Mapping[str, str] | None = None) -> str | None:
+    """The Fly machine this process runs on, or None off Fly."""
+    env = os.environ if env is None else env
+    return env.get(ENV_FLY_MACHINE_ID) or None
+
+
+def fly_app_name(env: Mapping[str, str] | None = None) -> str | None:
+    """The Fly app this process belongs to, or None off Fly."""
+    env = os.environ if env is None else env
+    return env.get(ENV_FLY_APP_NAME) or None
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

@@ -29,10 +29,18 @@ class Service:
 
     @property
     def script(self) -> str:
-        """The one console script the service's pyproject.toml declares."""
-        scripts = self.pyproject["project"]["scripts"]
-        assert len(scripts) == 1, f"{self.folder} declares {len(scripts)} console scripts; expected one"
-        return next(iter(scripts))
+        """The service's start script: the one console script its pyproject.toml declares besides its
+        health check."""
+        scripts = [n for n in self.pyproject["project"]["scripts"] if not n.endswith("-health")]
+        assert len(scripts) == 1, f"{self.folder} declares {len(scripts)} start scripts; expected one"
+        return scripts[0]
+
+    @property
+    def health_script(self) -> str | None:
+        """A worker's health check (`bench-<adapter>-health`), which also runs the worker with `--serve`."""
+        scripts = [n for n in self.pyproject["project"]["scripts"] if n.endswith("-health")]
+        assert len(scripts) <= 1, f"{self.folder} declares {len(scripts)} health scripts"
+        return scripts[0] if scripts else None
 
 
 SERVICES = [

@@ -100,12 +100,43 @@ def test_start_command_agrees_everywhere(service):
     assert module.startswith(service.folder + ".") and func
     cmd = Dockerfile(service.dockerfile).final.of("CMD")[-1]
     assert list(cmd.value) == [script]
-    assert shlex.split(fly()["processes"][service.process]) == [script]
+    fly_cmd = shlex.split(fly()["processes"][service.process])
+    if service.health_script:
+        # A worker group starts its worker through its health check, which serves fly.toml's [checks].
+        health_module = service.pyproject["project"]["scripts"][service.health_script].partition(":")[0]
+        assert health_module == f"{service.folder}.health"
+        assert fly_cmd[:2] == [service.health_script, "--serve"] and len(fly_cmd) == 3, fly_cmd
+    else:
+        assert fly_cmd == [script]
     dev = shlex.split(procfile()[service.process])
     assert dev[0] == script
     assert all(arg.startswith("-") or dev[i - 1].startswith("--") for i, arg in enumerate(dev[1:], 1)), (
         f"Procfile.dev may add only flags after {script}: {dev}"
     )
+
+
+def test_every_worker_group_has_a_health_check_on_its_heartbeat():
+    """fly.toml's [checks] ask each worker group's health port; the worker images check the same heartbeat."""
+    checks = fly()["checks"]
+    workers = [s for s in SERVICES if s.health_script]
+    assert {s.process for s in workers} == {"celery", "pgqueue"}
+    for service in workers:
+        port = int(shlex.split(fly()["processes"][service.process])[2])
+        [check] = [c for c in checks.values() if service.process in c["processes"]]
+        assert check["type"] == "http" and check["path"] == "/up" and int(check["port"]) == port
+        assert seconds(check["grace_period"]) >= 10 and seconds(check["timeout"]) < seconds(check["interval"])
+        [healthcheck] = Dockerfile(service.dockerfile).final.of("HEALTHCHECK")
+        assert list(healthcheck.value)[-1] == service.health_script
+
+
+def test_the_images_home_is_writable_by_their_user():
+    """`HOME` is the app user's own folder, made and chowned in the image (tools write under $HOME)."""
+    for path in [ROOT_DOCKERFILE, *(s.dockerfile for s in SERVICES)]:
+        final = Dockerfile(path).final
+        env = dict(pair for i in final.of("ENV") for pair in zip(i.value[::2], i.value[1::2], strict=True))
+        assert env["HOME"] == "/home/app", path
+        run = " ".join(i.original for i in final.of("RUN"))
+        assert "--home-dir /home/app" in run and "chown app:app /home/app" in run, path
 
 
 def test_web_image_checks_its_health_on_up():

@@ -43,6 +43,9 @@ def image_env(image: Replayed, database_url: str, **extra: str) -> dict[str, str
     env.update(extra)
     env["PATH"] = strip_venv(env["PATH"])
     env.pop("VIRTUAL_ENV", None)
+    if "HOME" in image.env:
+        # The image's `RUN ... mkdir -p /home/app && chown app:app /home/app`, which a replay does not run.
+        Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
     return env
 
 
@@ -237,6 +240,10 @@ def test_pgqueue_image_takes_a_job_and_stops_on_sigterm(replays, database_url, o
 
     try:
         wait_until(heartbeat, 60, message="a pgqueue heartbeat in queue.workers")
+        # The image's HEALTHCHECK, run inside the image, finds the worker's heartbeat.
+        [check] = Dockerfile(pgqueue_service.dockerfile).final.of("HEALTHCHECK")
+        health = run(image, list(check.value[1:]), env)
+        assert health.returncode == 0, health.stdout + health.stderr
         with psycopg.connect(database_url) as conn:  # the job exists once this transaction commits
             pgqueue.enqueue(
                 conn, "noop", {}, queue=queue, meta={"run_id": run_id, "seq": 1, "enqueued_at": time.time()}
