@@ -62,6 +62,12 @@ class Experiment(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=sa.func.now())
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
+    # The executor's liveness (migration a0005): where it runs, when it last beat, whether it was asked to
+    # stop. The reaper and cancel go by these, not by a PID, which means nothing on another machine.
+    executor_host: Mapped[str | None] = mapped_column(sa.Text)
+    executor_machine_id: Mapped[str | None] = mapped_column(sa.Text)
+    heartbeat_at: Mapped[dt.datetime | None]
+    cancel_requested_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", EXPERIMENT_STATUSES), name="status"),
@@ -74,6 +80,21 @@ class Experiment(Base):
             postgresql_where=sa.text("status IN ('pending', 'running')"),
         ),
     )
+
+
+class ExperimentFile(Base):
+    """One file of an experiment's report (results.json, results.csv, summary.md, the plots), kept in the
+    database so that it outlives the machine that wrote it; the web serves it."""
+
+    __tablename__ = "experiment_files"
+
+    experiment_id: Mapped[int] = mapped_column(
+        sa.BigInteger, sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    media_type: Mapped[str] = mapped_column(sa.Text)
+    content: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=sa.func.now())
 
 
 class BenchmarkRun(Base):

@@ -158,6 +158,7 @@ def test_a_pgqueue_fault_run_loses_no_job(small_matrix):
         (["--adapters", "sidekiq"], "unknown adapter 'sidekiq'"),
         (["--parts", "everything"], "unknown part 'everything'"),
         (["--repetitions", "0"], "--repetitions must be a positive number"),
+        (["--attached", "--parts", "noop-bulk,fault"], "--attached cannot run the parts fault"),
     ],
 )
 def test_bad_input_gets_one_clear_line_before_anything_starts(args, needle, tmp_path):
@@ -166,6 +167,12 @@ def test_bad_input_gets_one_clear_line_before_anything_starts(args, needle, tmp_
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_attached_without_live_workers_is_one_clear_line(database_url):
+    result = bench(["--attached", "--parts", "noop-bulk"], service_env(database_url), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "no live worker heartbeats" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_broker_that_does_not_answer_is_refused_before_anything_starts():

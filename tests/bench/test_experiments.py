@@ -11,7 +11,7 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
-from shared import db
+from shared import db, settings
 from shared.bench import experiments, report
 
 from ..support import wait_until
@@ -30,7 +30,10 @@ def test_one_experiment_at_a_time_and_a_dead_executor_is_reaped(database_url):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with db.connect(database_url, autocommit=True) as conn:
-        conn.execute("UPDATE experiments SET executor_pid = %s WHERE id = %s", (dead.pid, eid))
+        conn.execute(
+            "UPDATE experiments SET executor_pid = %s, executor_host = %s WHERE id = %s",
+            (dead.pid, settings.host_name(), eid),
+        )
         assert experiments.reap_dead_executors(conn) == 1
         assert experiments.reap_dead_executors(conn) == 0
     p = experiments.progress(eid)

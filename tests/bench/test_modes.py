@@ -20,10 +20,11 @@ import psycopg
 import pytest
 
 from shared.bench import experiments, spec
+from shared.bench.workers import WorkerProcess, worker_env
 
 from ..conftest import create_database, drop_database
 from ..pgqueue.conftest import Workers
-from ..support import ROOT, service_env
+from ..support import ROOT, VENV_BIN, service_env, wait_until
 from .test_cli import bench, recount
 
 pytestmark = pytest.mark.slow
@@ -120,3 +121,100 @@ def bench_execute(eid: int, out, env) -> subprocess.CompletedProcess:
         text=True,
         timeout=240,
     )
+
+
+def test_attached_across_two_hosts_records_the_fleet_that_ran(attached_db, output_dir, tmp_path):
+    """`make bench ARGS=--attached` against two worker groups per adapter, started as separate hosts on this
+    machine (`BENCH_HOST`): each run records 2 × 4 slots per adapter, and the report names both hosts."""
+    url = attached_db
+    hosts = ("host-a", "host-b")
+    celery_queue = f"attached-{uuid.uuid4().hex[:8]}"
+    procs = []
+    for host in hosts:
+        env = worker_env(url, tmp_path / f"spool-{host}", BENCH_HOST=host)
+        pgqueue_argv = [
+            str(VENV_BIN / "bench-pgqueue-worker"), "--processes", "2", "--threads", "2",
+            "--heartbeat-interval", "0.5", "--poll-interval", "0.5",
+        ]  # fmt: skip
+        celery_argv = [
+            str(VENV_BIN / "bench-celery-worker"), "--broker", "redis", "--pool", "threads",
+            "--concurrency", "4", "--queues", celery_queue,
+        ]  # fmt: skip
+        procs.append(WorkerProcess(pgqueue_argv, env, output_dir / f"pgqueue-{host}.log"))
+        procs.append(WorkerProcess(celery_argv, env, output_dir / f"celery-{host}.log"))
+
+    def live() -> dict[str, set[str]]:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT adapter, host FROM queue.workers WHERE stopped_at IS NULL "
+                "AND coalesce(info->>'role', '') <> 'process'"
+            ).fetchall()
+        out: dict[str, set[str]] = {}
+        for adapter, host in rows:
+            out.setdefault(adapter, set()).add(host)
+        return out
+
+    try:
+        wait_until(
+            lambda: (
+                live() == {"pgqueue": set(hosts), "celery": set(hosts)} or not all(p.alive() for p in procs)
+            ),
+            90,
+            message="both adapters' workers heartbeat on both hosts",
+        )
+        assert all(p.alive() for p in procs), [p.log()[-1500:] for p in procs if not p.alive()]
+        out = tmp_path / "report"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "shared.bench",
+                "--attached",
+                "--adapters",
+                "pgqueue,celery",
+                "--brokers",
+                "redis",
+                "--parts",
+                "noop-bulk",
+                "--jobs",
+                "200",
+                "--repetitions",
+                "2",
+                "--no-calibration",
+                "--no-progress",
+                "--output",
+                str(out),
+            ],  # fmt: skip
+            env=service_env(url),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        data = json.loads((out / "results.json").read_text())
+        assert data["experiment"]["mode"] == "attached"
+        runs = data["runs"]
+        assert {r["adapter"] for r in runs} == {"pgqueue", "celery"} and all(
+            r["status"] == "completed" for r in runs
+        ), [(r["case_key"], r["status"], r["error"]) for r in runs]
+        with psycopg.connect(url) as conn:
+            fleets = conn.execute(
+                "SELECT adapter, metrics->'fleet' FROM benchmark_runs WHERE status = 'completed'"
+            ).fetchall()
+        assert len(fleets) == len(runs)
+        for adapter, f in fleets:
+            assert f["slots"] == 2 * 4 and f["workers"] == 2, (adapter, f)
+            assert sorted(f["hosts"]) == list(hosts) and all(h["slots"] == 4 for h in f["hosts"].values())
+            assert all(h["cpus"] and h["memory_mb"] for h in f["hosts"].values())
+        assert data["fleets_equal"] is True
+        summary = (out / "summary.md").read_text()
+        assert "host-a" in summary and "host-b" in summary and "Equal total slots: yes" in summary
+        for p in procs:
+            assert p.alive(), "the harness leaves attached workers running"
+        print(result.stdout[-2000:])
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.stop(30)

@@ -63,8 +63,10 @@ def test_a_dead_executor_is_reaped_when_the_pages_look(user, database_url):
     with engine.begin() as conn:
         eid = conn.execute(
             sa.text(
-                "INSERT INTO experiments (status, executor_pid) VALUES ('running', 2147483646) RETURNING id"
-            )
+                "INSERT INTO experiments (status, executor_pid, executor_host) "
+                "VALUES ('running', 2147483646, :host) RETURNING id"
+            ),
+            {"host": settings.host_name()},
         ).scalar()
     assert user.get("/runs/").status_code == 200
     with engine.connect() as conn:

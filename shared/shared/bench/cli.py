@@ -88,6 +88,7 @@ def run_experiment(
     isolate_brokers: bool = False,
     data_dir: Path = BENCH_PG_DIR,
     keep: bool = True,
+    mode: str = "managed",
 ) -> int:
     """Start the database (`databases.target`: an embedded cluster in `data_dir`, kept afterwards when
     `keep`, unless `DATABASE_URL` is set), insert the experiment, execute it here, print its summary.
@@ -117,7 +118,7 @@ def run_experiment(
         if target.cluster is not None:
             with db.connect(target.url, role="harness", autocommit=True) as conn:
                 experiments.reap_dead_executors(conn)
-        eid = experiments.start_experiment(the_spec, "managed", database_url=target.url)
+        eid = experiments.start_experiment(the_spec, mode, database_url=target.url)
         print(
             f"experiment {eid}: {len(the_spec.cases)} cases, {len(the_spec.schedule())} runs, "
             f"{the_spec.repetitions} repetitions",
@@ -166,6 +167,7 @@ def report_cmd(argv: list[str]) -> int:
     args = p.parse_args(argv)
     with db.connect(settings.load().database_url, role="harness-report", autocommit=True) as conn:
         files = report.write(conn, args.experiment_id, args.output)
+        report.store_files(conn, args.experiment_id, files)
     compare.print_summary(args.output)
     print(f"wrote {len(files)} files")
     return 0

@@ -4,6 +4,11 @@ The default matrix (docs/benchmark.md, "The default matrix") measures every regi
 variants that can run here (a broker that does not answer is left out, and the report says so), in
 managed mode, on an embedded PostgreSQL of its own unless `DATABASE_URL` is set. Bad input gets one line
 and exit code 2 before anything starts.
+
+`--attached` measures the workers that already run (`make dev`, or a deployed fleet: docs/deploy.md) on
+their database (`DATABASE_URL`, else the one the services find): the variants with a live worker, without
+the fault and recording-off parts, which attached mode cannot run; each run records the fleet that
+announced its queue, and the report says whether the contenders' fleets had equal slots.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from shared.bench import adapters, spec, terms
 from shared.bench.usage import UsageError, choices, positive
 
 PARTS = ("noop-one", "noop-bulk", "sleep", "steady", "fault", "overhead")
+ATTACHED_PARTS = ("noop-one", "noop-bulk", "sleep", "steady")
+"""Attached mode injects no fault and cannot turn the workers' recording off."""
 BROKERS = tuple(
     dict.fromkeys(
         c for a in adapters.REGISTRY.values() for o in a.options if o.name == "broker" for c in o.choices
@@ -40,7 +47,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--full", action="store_true", help="add every configuration and the PostgreSQL-restart fault"
     )
-    p.add_argument("--parts", default=",".join(PARTS), help=f"which parts of the matrix: {', '.join(PARTS)}")
+    p.add_argument(
+        "--parts",
+        default=None,
+        help=f"which parts of the matrix: {', '.join(PARTS)} (default: all; with --attached: "
+        f"{', '.join(ATTACHED_PARTS)})",
+    )
+    p.add_argument(
+        "--attached",
+        action="store_true",
+        help="measure the workers that already run (make dev, a deployed fleet) instead of starting them",
+    )
     p.add_argument("--jobs", type=int, default=500, help="jobs per noop drain run")
     p.add_argument(
         "--overhead-jobs", type=int, default=100_000, help="jobs per run of the recording on/off pair"
@@ -74,7 +91,13 @@ def check_args(args: argparse.Namespace) -> None:
     if args.spec is not None:
         return
     choices(args.adapters, adapters.NAMES, "adapter")
-    choices(args.parts, PARTS, "part")
+    parts = choices(args.parts, PARTS, "part") or []
+    refused = [p for p in parts if p not in ATTACHED_PARTS]
+    if getattr(args, "attached", False) and refused:
+        raise UsageError(
+            f"--attached cannot run the parts {', '.join(refused)}: attached mode injects no faults and "
+            f"cannot turn recording off; use --parts from {', '.join(ATTACHED_PARTS)}"
+        )
     choices(args.brokers, BROKERS, "broker")
     positive(
         jobs=args.jobs, sleep_jobs=args.sleep_jobs, overhead_jobs=args.overhead_jobs, fault_jobs=args.fault_jobs,
@@ -154,9 +177,12 @@ def default_matrix(
     return {"cases": cases, "repetitions": repetitions}
 
 
-def build_spec(args: argparse.Namespace, s: settings.Settings) -> tuple[spec.Spec, list[str]]:
+def build_spec(
+    args: argparse.Namespace, s: settings.Settings, live_workers: list[dict[str, Any]] | None = None
+) -> tuple[spec.Spec, list[str]]:
     """The spec the options describe, with notes on what was left out; variants that cannot run here are
-    left out of the default matrix, and refused when asked for by name."""
+    left out of the default matrix, and refused when asked for by name. With `live_workers` (attached
+    mode) a variant runs only where a live worker announces a queue for it."""
     notes: list[str] = []
     if args.spec is not None:
         try:
@@ -165,7 +191,8 @@ def build_spec(args: argparse.Namespace, s: settings.Settings) -> tuple[spec.Spe
             raise UsageError(f"cannot read the spec file {args.spec}: {exc}") from None
         return spec.validate_spec(data), notes
     names = choices(args.adapters, adapters.NAMES, "adapter") or []
-    parts = set(choices(args.parts, PARTS, "part") or [])
+    default_parts = ATTACHED_PARTS if getattr(args, "attached", False) else PARTS
+    parts = set(choices(args.parts or ",".join(default_parts), PARTS, "part") or [])
     brokers = choices(args.brokers, BROKERS, "broker") or list(BROKERS)
     variants: dict[str, list[dict[str, str]]] = {}
     faults: dict[str, list[dict[str, str]]] = {}
@@ -174,6 +201,8 @@ def build_spec(args: argparse.Namespace, s: settings.Settings) -> tuple[spec.Spe
         usable = []
         for v in adapter.default_variants(brokers=brokers, full=args.full):
             why = adapter.unavailable(v, s)
+            if why is None and live_workers is not None and adapter.attached_queue(live_workers, v) is None:
+                why = f"no live {adapter.label(v)} worker announces itself in queue.workers"
             if why is None:
                 usable.append(v)
             elif args.brokers is not None:
@@ -210,12 +239,14 @@ def build_spec(args: argparse.Namespace, s: settings.Settings) -> tuple[spec.Spe
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the options, start the database, run the experiment, print its summary."""
+    """Check the options, start the database (attached: find the running workers' one), run the
+    experiment, print its summary."""
     from shared.bench import cli
 
     check_args(args)
-    s0 = cli.settings_without_database()
-    the_spec, notes = build_spec(args, s0)
+    attached = bool(getattr(args, "attached", False))
+    s, live = live_workers() if attached else (cli.settings_without_database(), None)
+    the_spec, notes = build_spec(args, s, live)
     return cli.run_experiment(
         the_spec,
         notes=notes,
@@ -224,7 +255,35 @@ def run(args: argparse.Namespace) -> int:
         calibrate=not args.no_calibration,
         stall_seconds=args.stall_seconds,
         print_summary=print_summary,
+        mode="attached" if attached else "managed",
     )
+
+
+def live_workers() -> tuple[settings.Settings, list[dict[str, Any]]]:
+    """`--attached`: the settings of the database the running workers use (exported as `DATABASE_URL` for
+    the executor and its children) and their live heartbeats; `UsageError` when none beats."""
+    import os
+
+    import psycopg
+
+    from shared import db
+    from shared.bench import store
+
+    try:
+        s = settings.load()
+    except settings.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    os.environ[settings.ENV_DATABASE_URL] = s.database_url
+    try:
+        with db.connect(s.queue_database_url, role="harness", autocommit=True) as conn:
+            live = store._dicts(conn.execute(store.q("workers_live"), {"within": 30}))
+    except psycopg.Error as exc:
+        raise UsageError(
+            f"cannot read the workers' heartbeats at {settings.redact(s.queue_database_url)}: {exc}"
+        ) from None
+    if not live:
+        raise UsageError("--attached: no live worker heartbeats in queue.workers; start them (make dev)")
+    return s, live
 
 
 def print_summary(out: Path) -> None:
@@ -257,6 +316,9 @@ def print_summary(out: Path) -> None:
             f"fault {f['case_key']}: status {f['status']}, lost {a.get('lost')}, duplicates {a.get('duplicates')}, "
             f"redelivered {a.get('redelivered')}"
         )
+    for who, f in sorted((data.get("fleets") or {}).items()):
+        hosts = ", ".join(f"{h} ({v['slots']} slots)" for h, v in f["hosts"].items())
+        print(f"fleet {who}: {f['workers']} workers, {f['slots']} slots on {hosts}")
     for n in data["notes"]:
         print(f"note: {n}")
     print(f"\nreport: {out}/summary.md (results.json, results.csv, *.png)")

@@ -5,8 +5,10 @@ whole experiment (fault runs, and runs whose workers start after the enqueue, ge
 them. Attached mode enqueues to the queues that live workers' heartbeats announce, and observes. One
 run's steps are `shared.bench.run`.
 
-SIGINT or SIGTERM (Ctrl-C, `experiments.cancel`) stops cleanly: the current run is marked cancelled, the
-workers are stopped, and the audit and the report are made from what was measured.
+SIGINT or SIGTERM (Ctrl-C), or the cancel flag on the experiment's row (`experiments.cancel`, read with
+the executor's heartbeat), stops cleanly: the current run is marked cancelled, the workers are stopped, and
+the audit and the report are made from what was measured. The report's files are also stored in the
+database (`experiment_files`), which the web serves: a machine's disk does not outlive a deploy.
 """
 
 from __future__ import annotations
@@ -25,7 +27,18 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from shared import db, embedded, settings, spool
-from shared.bench import adapters, audit, calibration, environment, experiments, polling, report, run, store
+from shared.bench import (
+    adapters,
+    audit,
+    calibration,
+    environment,
+    experiments,
+    fleet,
+    polling,
+    report,
+    run,
+    store,
+)
 from shared.bench.spec import Case, Spec
 from shared.bench.workers import WorkerGroup, WorkerProcess, worker_env
 
@@ -97,8 +110,12 @@ class Executor:
         previous = signal.signal(signal.SIGTERM, self._on_signal) if main else None
         if main:
             signal.signal(signal.SIGINT, self._on_signal)
+        beat = experiments.ExecutorHeartbeat(
+            self.experiment_id, self.url, lambda: self._on_cancel_flag(main), pid=os.getpid()
+        )
         final_status, error = "completed", None
         try:
+            beat.start()
             self._run_all(spec)
             if self.should_stop():
                 final_status = "cancelled"
@@ -108,6 +125,8 @@ class Executor:
             final_status, error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("experiment %s failed", self.experiment_id)
         finally:
+            # From here the executor ends the experiment itself: its beat only keeps it alive.
+            beat.on_cancel = lambda: None
             if main:
                 # A second Ctrl-C must not cut the clean-up short: workers stop, the report is written.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -126,11 +145,13 @@ class Executor:
                 "experiment_finish", {"id": self.experiment_id, "status": final_status, "error": error}
             )
             try:
-                report.write(self.db.conn(), self.experiment_id, self.out, notes=self.notes)
+                files = report.write(self.db.conn(), self.experiment_id, self.out, notes=self.notes)
+                report.store_files(self.db.conn(), self.experiment_id, files)
             except Exception as exc:  # noqa: BLE001 - the experiment's outcome is already recorded
                 log.exception("writing the report failed")
                 error = error or f"writing the report failed: {exc}"
                 self.db.run("experiment_set_error", {"id": self.experiment_id, "error": error})
+            beat.stop()
             self.db.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -144,6 +165,17 @@ class Executor:
         if not self._stop.is_set():
             self._stop.set()
             raise KeyboardInterrupt
+
+    def _on_cancel_flag(self, main: bool) -> None:
+        """The experiment's row asks it to stop: as on Ctrl-C (the main thread's handler interrupts what
+        blocks), or only the flag when the executor runs in another thread."""
+        if self._stop.is_set():
+            return
+        log.info("experiment %s: cancel requested", self.experiment_id)
+        if main:
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            self._stop.set()
 
     def _progress(self, **info: Any) -> None:
         if self.on_progress is not None:
@@ -309,18 +341,18 @@ class Executor:
         assert self.spool_dir is not None, "the spool directory is made as the experiment starts"
         return worker_env(self.url, self.spool_dir)
 
-    def attached_queue(self, case: Case) -> tuple[str, list[int]]:
-        """The queue a live worker of the case's variant announces, and its PIDs on this host."""
+    def attached_queue(self, case: Case) -> tuple[str, list[int], dict[str, Any]]:
+        """The queue a live worker of the case's variant announces, its workers' PIDs on this machine, and
+        the fleet that announces it (`fleet.of_queue`: workers, slots and hosts, from their heartbeats)."""
         rows = store._dicts(self.db.run("workers_live", {"within": 30}))
         queue = adapters.get(case.adapter).attached_queue(rows, case.options)
         if queue is None:
             raise adapters.AdapterUnavailable(
                 f"no live {case.who} worker announces itself in queue.workers; start one (make dev)"
             )
-        local = [
-            int(r["pid"]) for r in rows if r["host"] == os.uname().nodename and queue in (r["queues"] or [])
-        ]
-        return queue, local
+        here = {os.uname().nodename, settings.host_name()}
+        local = [int(r["pid"]) for r in rows if r["host"] in here and queue in (r["queues"] or [])]
+        return queue, local, fleet.of_queue(rows, case.adapter, queue)
 
     # ---- records and the audit -------------------------------------------------------------------
 

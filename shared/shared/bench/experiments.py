@@ -4,17 +4,24 @@
 repetitions of its cases interleave); the partial unique index `ix_experiments_one_active` refuses a
 second active one (`ExperimentBusy`). The command line executes the experiment in its own process
 (`shared.bench.executor`); the web starts the same executor detached (`launch_executor`, which runs
-`python -m shared.bench execute ID` and records its PID); `reap_dead_executors` marks failed an
-experiment whose executor died.
+`python -m shared.bench execute ID` and records its PID and host).
+
+Liveness is in the database, not in PIDs, so that any number of web machines can look after one
+experiment (docs/deploy.md): the executor beats on its experiment row every `BEAT_SECONDS` with its host
+and Fly machine id (`ExecutorHeartbeat`); `reap_dead_executors` marks failed an experiment whose beat is
+older than `STALE_SECONDS` (or, on the executor's own host, whose process is gone); `cancel` sets a flag
+that the beating executor reads and obeys, wherever it runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
-import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,10 @@ from shared.bench import adapters, store, terms
 from shared.bench.spec import Case, Spec, SpecError, validate_spec
 
 __all__ = [
+    "BEAT_SECONDS",
+    "STALE_SECONDS",
     "Case",
+    "ExecutorHeartbeat",
     "ExperimentBusy",
     "Spec",
     "SpecError",
@@ -39,6 +49,15 @@ __all__ = [
     "start_experiment",
     "validate_spec",
 ]
+
+
+log = logging.getLogger(__name__)
+
+BEAT_SECONDS = 2.0
+"""How often an executor beats on its experiment row (and reads the cancel flag)."""
+STALE_SECONDS = 30.0
+"""An active experiment whose executor has not beaten for this long is dead: long enough for a
+PostgreSQL restart (the fault) and a slow start of the executor's process, short enough to free the slot."""
 
 
 class ExperimentBusy(RuntimeError):
@@ -124,7 +143,15 @@ def launch_executor(
             close_fds=True,
         )
     with db.connect(url, role="harness", autocommit=True) as conn:
-        conn.execute(store.q("experiment_set_executor"), {"pid": proc.pid, "id": experiment_id})
+        conn.execute(
+            store.q("experiment_set_executor"),
+            {
+                "pid": proc.pid,
+                "id": experiment_id,
+                "host": settings.host_name(),
+                "machine_id": settings.fly_machine_id(),
+            },
+        )
     return proc.pid
 
 
@@ -135,20 +162,78 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def reap_dead_executors(conn: Any) -> int:
-    """Mark failed every active experiment whose executor process is gone; return how many.
+class ExecutorHeartbeat(threading.Thread):
+    """Beats on the experiment's row every `interval` seconds (host, Fly machine id, PID) and calls
+    `on_cancel` once when the row's cancel flag is set, or when the experiment is no longer active (it was
+    reaped while this executor could not beat: it must not go on beside a new one). Its own connection; a beat that fails is retried
+    on a new one at the next interval (the PostgreSQL-restart fault)."""
 
-    `conn` is a psycopg connection or a SQLAlchemy `Connection`; the caller commits. Only executors on
-    this host can be checked (the web launches them on its own machine).
+    def __init__(
+        self,
+        experiment_id: int,
+        database_url: str,
+        on_cancel: Callable[[], None],
+        *,
+        host: str | None = None,
+        pid: int | None = None,
+        interval: float = BEAT_SECONDS,
+    ) -> None:
+        super().__init__(name=f"experiment-{experiment_id}-heartbeat", daemon=True)
+        self.params = {
+            "id": experiment_id,
+            "host": host or settings.host_name(),
+            "machine_id": settings.fly_machine_id(),
+            "pid": pid if pid is not None else os.getpid(),
+        }
+        self.store = store.Store(database_url, role="harness-heartbeat")
+        self.on_cancel = on_cancel
+        self.interval = interval
+        self.cancelled = False
+        self._stop_event = threading.Event()
+
+    def beat(self) -> None:
+        """One beat; calls `on_cancel` the first time the cancel flag is seen."""
+        try:
+            row = self.store.run("experiment_beat", self.params, retry_for=0).fetchone()
+        except psycopg.Error as exc:
+            log.warning("the experiment's heartbeat failed, will retry: %s", str(exc).strip())
+            return
+        if row and row[0] and not self.cancelled:
+            self.cancelled = True
+            self.on_cancel()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.beat()
+
+    def start(self) -> None:
+        self.beat()
+        super().start()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(self.interval + 5)
+        self.store.close()
+
+
+def reap_dead_executors(conn: Any, *, stale_after: float = STALE_SECONDS, host: str | None = None) -> int:
+    """Mark failed every active experiment whose executor is dead; return how many.
+
+    Dead: its heartbeat on the experiment row (or, before its first beat, the row's creation) is older
+    than `stale_after` seconds, or it runs on this host (`host`, default `settings.host_name()`) and its
+    process is gone. An executor on another machine is judged by its heartbeat only: its PID means
+    nothing here. `conn` is a psycopg connection or a SQLAlchemy `Connection`; the caller commits.
     """
     raw = _raw(conn)
-    dead = [
-        (eid, pid)
-        for eid, pid in raw.execute(store.q("experiment_executors")).fetchall()
-        if not _alive(int(pid))
-    ]
-    for eid, pid in dead:
-        msg = f"the executor (pid {pid}) died before the experiment finished"
+    here = host or settings.host_name()
+    dead = []
+    for eid, pid, where, age in raw.execute(store.q("experiment_executors")).fetchall():
+        if age > stale_after:
+            dead.append((eid, f"the executor (pid {pid} on {where}) stopped beating {age:.0f} s ago"))
+        elif pid is not None and where == here and not _alive(int(pid)):
+            dead.append((eid, f"the executor (pid {pid} on {where}) died before the experiment finished"))
+    for eid, msg in dead:
         raw.execute(store.q("experiment_fail_active"), {"id": eid, "error": msg})
         raw.execute(store.q("runs_end_unfinished"), {"id": eid, "status": "failed", "error": msg})
     return len(dead)
@@ -198,17 +283,27 @@ def load_spec(conn: psycopg.Connection, experiment_id: int) -> tuple[Spec, str, 
     return validate_spec(exp["spec"]), exp["mode"], exp["status"]
 
 
-def cancel(experiment_id: int, *, database_url: str | None = None) -> bool:
-    """Ask a running experiment to stop: SIGINT to its executor (it keeps what it measured)."""
+def cancel(
+    experiment_id: int, *, database_url: str | None = None, stale_after: float = STALE_SECONDS
+) -> bool:
+    """Ask an active experiment to stop; False when it is not active.
+
+    An executor that beats (on any machine) is asked through the cancel flag on its row, which it reads
+    within `BEAT_SECONDS` and stops as on Ctrl-C, keeping what it measured. An experiment with no live
+    executor (never launched, or its beat is stale) is cancelled here and now.
+    """
     with db.connect(_url(database_url), role="harness", autocommit=True) as conn:
         exp = store.experiment(conn, experiment_id)
         if exp is None:
             raise LookupError(f"no experiment {experiment_id}")
         if exp["status"] not in ("pending", "running"):
             return False
-        pid = exp["executor_pid"]
-        if pid and _alive(int(pid)):
-            os.kill(int(pid), signal.SIGINT)
-            return True
-        conn.execute(store.q("experiment_cancel_pending"), {"id": experiment_id})
+        conn.execute(store.q("experiment_request_cancel"), {"id": experiment_id})
+        age = exp["heartbeat_age"]
+        launched = exp["executor_pid"] is not None and (
+            exp["executor_host"] != settings.host_name() or _alive(int(exp["executor_pid"]))
+        )
+        beating = age is not None and age <= stale_after
+        if not beating and not (launched and age is None):
+            conn.execute(store.q("experiment_cancel_pending"), {"id": experiment_id})
         return True

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from shared.bench import adapters, completion, dbload, environment, measure, scenarios
+from shared.bench import adapters, completion, dbload, environment, fleet, measure, scenarios
 from shared.bench.faults import FaultInjector
 from shared.bench.sampler import ResourceSampler, server_pid
 from shared.bench.spec import Case
@@ -42,8 +42,9 @@ def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
     adapter = adapters.get(case.adapter)
     group: WorkerGroup | None = None
     startup = None
+    the_fleet = None
     if x.mode == "attached":
-        queue, pids = x.attached_queue(case)
+        queue, pids, the_fleet = x.attached_queue(case)
         roots: Callable[[], list[int]] = lambda: pids  # noqa: E731
     elif x.shares_group(case):
         group, fresh = x.shared_group(case)
@@ -74,10 +75,11 @@ def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
     before_db = dbload.snapshot(x.db.conn())
     # The queue serves every run of its group: count what it completed before this run sends anything.
     baseline = completion.completed_in_queue(x.db, case, queue)
-    x.db.run(
-        "run_scheduling",
-        {"id": run_id, "environment": Jsonb(environment.of_run(x.env_info, case, x.settings))},
-    )
+    env = environment.of_run(x.env_info, case, x.settings)
+    # In attached mode the slots are the fleet's, not the case's processes × slots.
+    slot_mapping = fleet.describe(the_fleet) if the_fleet else case.slot_mapping()
+    env["slot_mapping"] = slot_mapping
+    x.db.run("run_scheduling", {"id": run_id, "environment": Jsonb(env)})
     sampler.start()
     injector = None
     if case.scenario == "fault":
@@ -120,9 +122,11 @@ def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
     m.update(
         fault=fault_info or None,
         worker_startup_s=startup,
-        slot_mapping=case.slot_mapping(),
+        slot_mapping=slot_mapping,
         queue=queue,
         calibration=x.calibration.get(rep),
+        # attached: the workers that announced the queue, from their heartbeats, not the case's numbers
+        fleet=the_fleet,
     )
     status = "cancelled" if interrupted or x.should_stop() else "completed"
     x.db.run(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +22,12 @@ from typing import Any
 
 import psutil
 
-from shared import db
+from shared import db, settings
 from shared.bench import store
 from shared.bench.adapters import AdapterUnavailable
 
-HOST = socket.gethostname()
+HOST = settings.host_name()
+"""The host the workers this harness starts name in their heartbeats (they inherit its `BENCH_HOST`)."""
 
 
 def worker_env(database_url: str, spool_dir: Path, **extra: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""An experiment's report files: `results.json`, `results.csv`, `summary.md` and the PNG plots."""
+"""An experiment's report files: `results.json`, `results.csv`, `summary.md` and the PNG plots; `store_files`
+keeps them in the database (`experiment_files`), where the web serves them after any deploy."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from shared.bench import stats, store
+from shared.bench import fleet, stats, store
 from shared.bench.report import figures, markdown, plots
 from shared.bench.report.figures import FIGURES, RUN_COLUMNS
 
@@ -41,6 +42,10 @@ def write(
     ceiling = stats.median([c["jobs_per_second"] for c in calib if c.get("jobs_per_second")])
     overhead = figures.overhead(cases)
     environment: dict[str, Any] = next((r["environment"] for r in runs if r["environment"]), {})
+    fleets = fleet.of_runs(runs, lambda r: figures.run_view(r)["who"])
+    fleet_check = fleet.check(fleets) if fleets else None
+    if fleet_check and fleet_check not in (notes or []):
+        notes = [*(notes or []), fleet_check]
 
     def iso(name: str) -> str | None:
         return exp[name].isoformat() if exp.get(name) else None
@@ -57,6 +62,9 @@ def write(
         },
         "environment": {k: v for k, v in environment.items() if k != "configuration"},
         "notes": notes or [],
+        # attached mode: each contender's workers as their heartbeats told (hosts, slots, CPUs, memory)
+        "fleets": fleets,
+        "fleets_equal": (fleet_check is None) if fleets else None,
         "calibration": {"rounds": calib, "median_jobs_per_second": ceiling},
         "recording_overhead": overhead,
         "cases": cases,
@@ -72,6 +80,28 @@ def write(
     files.extend(plots.write(out, runs, cases))
     files.append(markdown.write(out / "summary.md", result, cases, comparisons, ceiling, runs, files))
     return files
+
+
+MEDIA_TYPES = {
+    ".json": "application/json",
+    ".csv": "text/csv; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+    ".png": "image/png",
+}
+
+
+def store_files(conn: psycopg.Connection, experiment_id: int, files: list[Path]) -> None:
+    """Keep the report's files in `experiment_files` (replacing earlier ones of the same name)."""
+    for p in files:
+        conn.execute(
+            store.q("experiment_file_put"),
+            {
+                "id": experiment_id,
+                "name": p.name,
+                "media_type": MEDIA_TYPES.get(p.suffix, "application/octet-stream"),
+                "content": p.read_bytes(),
+            },
+        )
 
 
 def _write_csv(path: Path, runs: list[dict[str, Any]]) -> Path:

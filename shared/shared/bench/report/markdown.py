@@ -56,6 +56,27 @@ def write(
         "leader is than the runner-up.",
         "",
     ]
+    if result.get("fleets"):
+        lines += [
+            "## The fleet (attached mode, from the workers' heartbeats)",
+            "",
+            f"The executor ran on {env.get('host')} ({env.get('cpu_count')} CPUs); the jobs ran on the "
+            "workers that announced each run's queue:",
+            "",
+            "| contender | workers | slots | host | its workers | its slots | CPUs | memory (MB) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for who, f in sorted(result["fleets"].items()):
+            for host, h in f["hosts"].items():
+                lines.append(
+                    f"| {who} | {f['workers']} | {f['slots']} | {host} | {h['workers']} | {h['slots']} | "
+                    f"{h.get('cpus') or '–'} | {h.get('memory_mb') or '–'} |"
+                )
+        lines += [
+            "",
+            "Equal total slots: " + ("yes." if result.get("fleets_equal") else "**no** (see the notes)."),
+            "",
+        ]
     spec_data = e.get("spec") or {}
     lines += ["## Sizes", "", f"- repetitions per case: {spec_data.get('repetitions')}"]
     for c in cases:

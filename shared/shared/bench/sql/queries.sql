@@ -26,14 +26,16 @@ VALUES
 SELECT id, status FROM experiments WHERE status IN ('pending', 'running') LIMIT 1;
 
 -- experiment_get --
-SELECT id, status, mode, spec, executor_pid, error, report_dir, created_at, started_at, finished_at
+SELECT id, status, mode, spec, executor_pid, error, report_dir, created_at, started_at, finished_at,
+       executor_host, executor_machine_id, heartbeat_at, cancel_requested_at,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age
   FROM experiments
  WHERE id = %(id)s;
 
 -- experiment_list --
 -- Newest first, keyset-paginated by id (%(after)s: the last id of the previous page, or NULL).
 SELECT e.id, e.status, e.mode, e.spec, e.executor_pid, e.error, e.report_dir, e.created_at, e.started_at,
-       e.finished_at,
+       e.finished_at, e.executor_host, e.executor_machine_id, e.heartbeat_at, e.cancel_requested_at,
        (SELECT count(*) FROM benchmark_runs r WHERE r.experiment_id = e.id) AS run_count
   FROM experiments e
  WHERE (%(after)s::bigint IS NULL OR e.id < %(after)s)
@@ -41,12 +43,31 @@ SELECT e.id, e.status, e.mode, e.spec, e.executor_pid, e.error, e.report_dir, e.
  LIMIT %(limit)s;
 
 -- experiment_set_executor --
-UPDATE experiments SET executor_pid = %(pid)s WHERE id = %(id)s;
+-- The web launched the executor: its PID and host, before it beats for itself.
+UPDATE experiments SET executor_pid = %(pid)s, executor_host = %(host)s, executor_machine_id = %(machine_id)s
+ WHERE id = %(id)s;
+
+-- experiment_beat --
+-- The executor's heartbeat: it is alive, where it runs; returns whether it must stop: it was asked to, or
+-- its experiment is no longer active (reaped while it could not beat: another executor may start).
+UPDATE experiments
+   SET heartbeat_at = now(), executor_pid = %(pid)s, executor_host = %(host)s,
+       executor_machine_id = %(machine_id)s
+ WHERE id = %(id)s
+RETURNING cancel_requested_at IS NOT NULL OR status NOT IN ('pending', 'running');
 
 -- experiment_executors --
--- Active experiments whose executor process is known (the reaper checks each one).
-SELECT id, executor_pid FROM experiments
- WHERE status IN ('pending', 'running') AND executor_pid IS NOT NULL;
+-- Active experiments with their executor's host, PID and heartbeat age (since it was created, if it never
+-- beat): what the reaper decides on.
+SELECT id, executor_pid, executor_host,
+       extract(epoch FROM now() - coalesce(heartbeat_at, created_at))::float8 AS age
+  FROM experiments
+ WHERE status IN ('pending', 'running');
+
+-- experiment_request_cancel --
+-- Cancel: a flag the executor polls with its heartbeat, wherever it runs.
+UPDATE experiments SET cancel_requested_at = coalesce(cancel_requested_at, now())
+ WHERE id = %(id)s AND status IN ('pending', 'running');
 
 -- experiment_fail_active --
 UPDATE experiments SET status = 'failed', error = %(error)s, finished_at = now()
@@ -85,6 +106,22 @@ SELECT id, case_key, repetition, status FROM benchmark_runs
 SELECT max(e.ts_us) / 1e6::float8
   FROM job_events e JOIN benchmark_runs r ON r.id = e.run_id
  WHERE r.experiment_id = %(id)s;
+
+-- experiment_file_put --
+-- One file of an experiment's report, kept in the database (it outlives the machine that wrote it).
+INSERT INTO experiment_files (experiment_id, name, media_type, content)
+VALUES (%(id)s, %(name)s, %(media_type)s, %(content)s)
+ON CONFLICT (experiment_id, name) DO UPDATE
+   SET media_type = EXCLUDED.media_type, content = EXCLUDED.content, created_at = now();
+
+-- experiment_file_list --
+SELECT name, media_type, octet_length(content) AS size, created_at
+  FROM experiment_files
+ WHERE experiment_id = %(id)s
+ ORDER BY name;
+
+-- experiment_file_get --
+SELECT media_type, content FROM experiment_files WHERE experiment_id = %(id)s AND name = %(name)s;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Runs
