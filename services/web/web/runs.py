@@ -14,8 +14,8 @@ from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField, widgets
 from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional, ValidationError
 
-from shared import models, workloads
-from shared.bench import adapters, terms
+from shared import models, settings, workloads
+from shared.bench import adapters, store, terms
 from shared.bench import experiments as bench
 from web import database, params, results, serializers
 
@@ -167,6 +167,9 @@ def new():
     general_errors: list[str] = []
     status = 200
     workers = live_workers()
+    mode, mode_reason = default_mode(workers)
+    if request.method == "GET":
+        form.mode.data = mode
     if request.method == "POST":
         if not form.validate_on_submit() or not attached_workers_suffice(form, workers):
             status = 400
@@ -196,7 +199,26 @@ def new():
         form=form,
         general_errors=general_errors,
         workers=workers,
+        default_mode=mode,
+        mode_reason=mode_reason,
     ), status
+
+
+def default_mode(workers: list[Any]) -> tuple[str, str]:
+    """The mode the form proposes, and why: attached wherever workers are deployed or already run
+    (managed mode would start a second set of workers beside the web and leave those idle)."""
+    app = settings.fly_app_name()
+    if app:
+        return "attached", (
+            f"this web runs on Fly (app {app}), whose worker groups run on their own machines; managed mode "
+            "would start its workers on this web machine instead (docs/deploy.md)"
+        )
+    if workers:
+        hosts = sorted({w.host for w in workers})
+        return "attached", (
+            f"{len(workers)} worker heartbeat(s) are live on {', '.join(hosts)}: attached mode measures them"
+        )
+    return "managed", "no worker heartbeats: managed mode starts each run's workers on this machine"
 
 
 def live_workers() -> list[Any]:
@@ -246,7 +268,35 @@ def experiment(experiment_id: int):
         if exp is None:
             abort(404, f"There is no experiment {experiment_id}.")
         runs = results.list_runs(conn, experiment_id=experiment_id, limit=10_000)
-    return render_template("runs/experiment.html", experiment=exp, cases=results.cases_of(runs))
+        files = report_files(conn, experiment_id)
+    return render_template(
+        "runs/experiment.html", experiment=exp, cases=results.cases_of(runs), report_files=files
+    )
+
+
+def report_files(conn, experiment_id: int) -> list[dict[str, Any]]:
+    """The report files kept in the database for an experiment (name, media type, size)."""
+    rows = conn.exec_driver_sql(store.q("experiment_file_list"), {"id": experiment_id}).all()
+    return [{"name": n, "media_type": t, "size": size} for n, t, size, _at in rows]
+
+
+@bp.get("/experiments/<int:experiment_id>/report/<name>")
+def report_file(experiment_id: int, name: str):
+    """One file of an experiment's report, from the database (it outlives the machine that wrote it)."""
+    with database.admin_conn() as conn:
+        row = conn.exec_driver_sql(
+            store.q("experiment_file_get"), {"id": experiment_id, "name": name}
+        ).first()
+    if row is None:
+        abort(404, f"Experiment {experiment_id} has no report file {name}.")
+    media_type, content = row
+    inline = media_type.startswith("image/")
+    disposition = "inline" if inline else "attachment"
+    return current_app.response_class(
+        bytes(content),
+        mimetype=media_type.split(";")[0],
+        headers={"Content-Disposition": f'{disposition}; filename="e{experiment_id}-{name}"'},
+    )
 
 
 def progress_of(experiment_id: int) -> dict[str, Any]:
