@@ -17,7 +17,7 @@ from wtforms.validators import DataRequired, InputRequired, NumberRange, Optiona
 from shared import models, workloads
 from shared.bench import adapters, terms
 from shared.bench import experiments as bench
-from web import database, params, results, serializers
+from web import database, inputs, results, serializers
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -145,9 +145,10 @@ def _spec_errors_to_form(form: ExperimentForm, errors: dict[str, str]) -> list[s
 
 
 @bp.get("/")
-def index():
-    after = params.int_arg("after")
-    limit = params.limit_arg()
+@inputs.page(query_model=inputs.Paging)
+def index(query: inputs.Paging):
+    after = query.after
+    limit = query.limit or current_app.config["PAGE_SIZE"]
     with database.admin_conn() as conn:
         reap(conn)
         experiments = results.list_experiments(conn, after=after, limit=limit)
@@ -238,7 +239,8 @@ def attached_workers_suffice(form: ExperimentForm, workers: list[Any]) -> bool:
     return not missing
 
 
-@bp.get("/experiments/<int:experiment_id>")
+@bp.get("/experiments/<id:experiment_id>")
+@inputs.page()
 def experiment(experiment_id: int):
     with database.admin_conn() as conn:
         reap(conn)
@@ -269,13 +271,17 @@ def progress_of(experiment_id: int) -> dict[str, Any]:
     return out
 
 
-@bp.get("/experiments/<int:experiment_id>/progress.json")
+@bp.get("/experiments/<id:experiment_id>/progress.json")
+@inputs.page()
 def progress_json(experiment_id: int):
     return jsonify(progress_of(experiment_id))
 
 
-@bp.get("/experiments/<int:experiment_id>/cases/<path:case_key>")
+@bp.get("/experiments/<id:experiment_id>/cases/<path:case_key>")
+@inputs.page()
 def case(experiment_id: int, case_key: str):
+    if len(case_key) > 500 or inputs.CONTROL.search(case_key):
+        abort(404, f"There is no case {inputs.shown(case_key)} in experiment {experiment_id}.")
     with database.admin_conn() as conn:
         exp = results.get_experiment(conn, experiment_id)
         runs = results.list_runs(conn, experiment_id=experiment_id, case_key=case_key, limit=10_000)
@@ -291,7 +297,8 @@ def case(experiment_id: int, case_key: str):
     )
 
 
-@bp.get("/<int:run_id>")
+@bp.get("/<id:run_id>")
+@inputs.page()
 def run(run_id: int):
     with database.admin_conn() as conn:
         r = results.get_run(conn, run_id)
@@ -302,7 +309,8 @@ def run(run_id: int):
     return render_template("runs/run.html", run=r, figures=figures)
 
 
-@bp.get("/<int:run_id>/series.json")
+@bp.get("/<id:run_id>/series.json")
+@inputs.page()
 def series_json(run_id: int):
     with database.admin_conn() as conn:
         r = results.get_run(conn, run_id)
@@ -313,16 +321,13 @@ def series_json(run_id: int):
 
 
 @bp.get("/compare")
-def compare():
-    ids = params.ids_arg()
+@inputs.page(query_model=inputs.ComparePickQuery)
+def compare(query: inputs.ComparePickQuery):
+    ids = query.ids
     if not ids:
         with database.admin_conn() as conn:
             recent = results.list_runs(conn, limit=100)
         return render_template("runs/compare_pick.html", runs=recent)
-    if len(ids) < 2:
-        abort(400, "Pick at least two runs to compare.")
-    if len(ids) > 20:
-        abort(400, "Compare at most 20 runs at a time.")
     with database.admin_conn() as conn:
         runs = results.get_runs(conn, ids)
     missing = sorted(set(ids) - {r["id"] for r in runs})
@@ -333,10 +338,11 @@ def compare():
 
 
 @bp.get("/compare/series.json")
-def compare_series_json():
-    ids = params.ids_arg()
-    if len(ids) < 2 or len(ids) > 20:
-        abort(400, "Pick between 2 and 20 runs.")
+@inputs.page(query_model=inputs.CompareQuery)
+def compare_series_json(query: inputs.CompareQuery):
+    ids = query.ids
+    for run_id in ids:
+        inputs.row_id(run_id, "run")
     out = []
     for run_id in ids:
         series = results.run_series(run_id)
