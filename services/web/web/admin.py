@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, scoped_session, sessionmaker
 
 from shared import models
-from web import auth
+from web import auth, inputs
 
 
 class PgqueueTables(DeclarativeBase):
@@ -84,6 +84,24 @@ class ReadOnly(LoginRequired, ModelView):
     can_view_details = True
     page_size = 50
     column_display_pk = True
+
+    def _get_list_extra_args(self):
+        """Flask-Admin's list arguments, checked first by the rules of every other page (`web/inputs.py`):
+        no control character in any value (PostgreSQL refuses NUL in text), and a page number in ASCII
+        digits whose offset fits a bigint (Flask-Admin takes `-1`, and any size, as is)."""
+        errors = {
+            name: "must not contain control characters"
+            for name, value in request.args.items(multi=True)
+            if inputs.CONTROL.search(value) or inputs.CONTROL.search(name)
+        }
+        raw = request.args.get("page")
+        last = inputs.MAX_BIGINT // self.page_size
+        if raw is not None and (not inputs.ASCII_DIGITS.fullmatch(raw) or int(raw) > last):
+            errors["page"] = f"must be a page number from 0 to {last}, got {inputs.shown(raw)}"
+        if errors:
+            summary = "; ".join(f"{k} {v}" for k, v in errors.items())
+            raise inputs.BadInput(f"Invalid input to {request.path}: {summary}.", errors)
+        return super()._get_list_extra_args()
 
 
 class ExperimentView(ReadOnly):

@@ -15,6 +15,7 @@ from flask import Blueprint, abort, current_app, jsonify, request
 
 from shared import pgqueue
 from shared.bench import experiments as bench
+from shared.bench import spec
 from web import auth, celery_info, database, inputs, pgqueue_views, results, schemas, serializers
 from web.openapi import operation
 
@@ -58,12 +59,33 @@ def openapi_json():
 
 
 @bp.get("/experiments")
-@operation("listExperiments", "Experiments, newest first", schemas.page_of(schemas.Experiment), query=inputs.Paging)
+@operation(
+    "listExperiments", "Experiments, newest first", schemas.page_of(schemas.Experiment), query=inputs.Paging
+)
 def experiments(query: inputs.Paging):
     limit = query.limit or current_app.config["PAGE_SIZE"]
     with database.admin_conn() as conn:
         items = results.list_experiments(conn, after=query.after, limit=limit)
     return jsonify(serializers.page(items, limit))
+
+
+MODES = ("managed", "attached")
+TINY_EXPERIMENT = {"adapters": ["pgqueue"], "jobs": 5, "processes": 1, "slots": 1, "repetitions": 1}
+"""The example body of `startExperiment`: one run of five jobs on one pgqueue slot (a few seconds)."""
+
+
+def experiment_body_schema() -> dict[str, Any]:
+    """What `POST /api/experiments` takes: the benchmark library's spec (its cases, or a matrix), each
+    form with `mode` beside it; the view takes `mode` off and validates the rest with `validate_spec`."""
+    schema = spec.request_schema()
+    for name in ("Spec", "Matrix"):
+        props = schema["$defs"][name].setdefault("properties", {})
+        props["mode"] = {
+            "enum": list(MODES),
+            "default": "managed",
+            "description": "managed: the executor starts the workers; attached: it uses running ones",
+        }
+    return schema
 
 
 @bp.post("/experiments")
@@ -72,23 +94,23 @@ def experiments(query: inputs.Paging):
     "Start an experiment (its executor runs detached)",
     schemas.Experiment,
     status=201,
-    body=schemas.ExperimentSpecBody,
     errors=(409, 422),
-    validate=False,
+    body_schema=experiment_body_schema,
+    example=TINY_EXPERIMENT,
 )
 def start_experiment():
     body = _body()
     mode = body.pop("mode", "managed")
-    if mode not in ("managed", "attached"):
+    if mode not in MODES:
         return unprocessable("Invalid experiment spec.", {"mode": "must be managed or attached"})
     try:
-        spec = bench.validate_spec(body)
+        validated = bench.validate_spec(body)
     except bench.SpecError as exc:
         return unprocessable(
             "Invalid experiment spec.", {str(k): str(v) for k, v in (exc.errors or {}).items()}
         )
     try:
-        experiment_id = bench.start_experiment(spec, mode=mode)
+        experiment_id = bench.start_experiment(validated, mode=mode)
     except bench.ExperimentBusy as exc:
         abort(409, f"Another experiment is pending or running: {exc}")
     except bench.SpecError as exc:
@@ -155,7 +177,11 @@ def run_series(run_id: int):
 
 @bp.get("/compare")
 @operation(
-    "compareRuns", "Side-by-side figures of 2 to 20 runs", schemas.Comparison, query=inputs.CompareQuery, errors=(404,)
+    "compareRuns",
+    "Side-by-side figures of 2 to 20 runs",
+    schemas.Comparison,
+    query=inputs.CompareQuery,
+    errors=(404,),
 )
 def compare(query: inputs.CompareQuery):
     with database.admin_conn() as conn:
@@ -171,7 +197,9 @@ def compare(query: inputs.CompareQuery):
 
 @bp.get("/pgqueue/overview")
 @operation(
-    "pgqueueOverview", "Counts by queue and state (cached a few seconds), queues, throughput", schemas.PgqueueOverview
+    "pgqueueOverview",
+    "Counts by queue and state (cached a few seconds), queues, throughput",
+    schemas.PgqueueOverview,
 )
 def pgqueue_overview():
     return jsonify(pgqueue_views.overview_data())
@@ -214,7 +242,10 @@ def pgqueue_job(job_id: int):
 
 @bp.post("/pgqueue/jobs/actions")
 @operation(
-    "jobActions", "Retry, cancel, discard or run now the given jobs", schemas.ActionResult, body=inputs.JobActionsBody
+    "jobActions",
+    "Retry, cancel, discard or run now the given jobs",
+    schemas.ActionResult,
+    body=inputs.JobActionsBody,
 )
 def pgqueue_actions(body: inputs.JobActionsBody):
     changed = pgqueue_views.apply_action(body.action, list(body.ids))
@@ -223,7 +254,10 @@ def pgqueue_actions(body: inputs.JobActionsBody):
 
 @bp.post("/pgqueue/jobs/bulk")
 @operation(
-    "bulkAction", "Apply an action to every job the filter matches", schemas.ActionResult, body=inputs.BulkBody
+    "bulkAction",
+    "Apply an action to every job the filter matches",
+    schemas.ActionResult,
+    body=inputs.BulkBody,
 )
 def pgqueue_bulk(body: inputs.BulkBody):
     f = body.as_filters()

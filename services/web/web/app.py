@@ -81,7 +81,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config["PROXY_HOPS"]:
         # fly.toml forces HTTPS at Fly's proxy, which forwards plain HTTP with X-Forwarded-Proto. Trust
         # that header from one proxy and nothing else (not the client address, host or prefix).
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=app.config["PROXY_HOPS"], x_host=0, x_port=0)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=0, x_proto=app.config["PROXY_HOPS"], x_host=0, x_port=0
+        )
     app.url_map.converters["id"] = inputs.IdConverter
 
     from web import admin, api, auth, celery_views, database, filters, health, pgqueue_views, runs

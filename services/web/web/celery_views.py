@@ -22,6 +22,7 @@ def overview_json():
 
 
 @bp.get("/tasks")
+@inputs.declared(query_model=inputs.CeleryTasksQuery)
 def tasks():
     """The result table. Filters that are not valid are a 400 that shows the form again with what is wrong."""
     try:

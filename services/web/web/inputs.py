@@ -87,28 +87,33 @@ def _no_control(value: str) -> str:
     return value
 
 
-def Text(max_length: int, min_length: int = 1) -> Any:  # noqa: N802 - a type factory, read as a type
-    """A string of `min_length` to `max_length` characters without control characters."""
-    return Annotated[
-        str,
-        Field(min_length=min_length, max_length=max_length, json_schema_extra={"pattern": NO_CONTROL_PATTERN}),
-        AfterValidator(_no_control),
-    ]
+def _text(max_length: int) -> Any:
+    return Field(min_length=1, max_length=max_length, json_schema_extra={"pattern": NO_CONTROL_PATTERN})
+
+
+# Text of 1 to N characters without control characters, one alias per bound the routes use.
+Text155 = Annotated[str, _text(155), AfterValidator(_no_control)]
+"""Celery's task names and ids (its columns are varchar(155))."""
+Text200 = Annotated[str, _text(200), AfterValidator(_no_control)]
+Text2000 = Annotated[str, _text(2000), AfterValidator(_no_control)]
 
 
 def _ascii_int(value: Any) -> Any:
     if isinstance(value, str):
         if not ASCII_DIGITS.fullmatch(value):
             raise PydanticCustomError(
-                "ascii_integer", "must be a whole number written in the digits 0-9, got {got}", {"got": shown(value)}
+                "ascii_integer",
+                "must be a whole number written in the digits 0-9, got {got}",
+                {"got": shown(value)},
             )
         return int(value)
     return value
 
 
-def QueryInt(low: int, high: int) -> Any:  # noqa: N802 - a type factory, read as a type
-    """An integer from a query string or form: ASCII digits, from `low` to `high`."""
-    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_ascii_int)]
+# Integers from a query string or a form: ASCII digits, bounded to the column they are compared with.
+BigId = Annotated[int, Field(ge=1, le=MAX_BIGINT), BeforeValidator(_ascii_int)]
+Int4Id = Annotated[int, Field(ge=1, le=MAX_INT4), BeforeValidator(_ascii_int)]
+PageSize = Annotated[int, Field(ge=1, le=500), BeforeValidator(_ascii_int)]
 
 
 BodyId = Annotated[int, Strict(), Field(ge=1, le=MAX_BIGINT)]
@@ -140,7 +145,9 @@ def _search(value: str) -> str:
 
 
 JobSearch = Annotated[
-    Text(200),
+    str,
+    _text(200),
+    AfterValidator(_no_control),
     AfterValidator(_search),
     Field(description="a job id (ASCII digits), or else a task-name prefix"),
 ]
@@ -194,8 +201,8 @@ class NoParams(Input):
 
 
 class Paging(Input):
-    after: QueryInt(1, MAX_BIGINT) | None = Field(None, description="keyset cursor: next_after of the previous page")
-    limit: QueryInt(1, 500) | None = Field(None, description="page size (default 50)")
+    after: BigId | None = Field(None, description="keyset cursor: next_after of the previous page")
+    limit: PageSize | None = Field(None, description="page size (default 50)")
 
 
 class JobFilters(Input):
@@ -203,7 +210,7 @@ class JobFilters(Input):
 
     queue: QueueName | None = None
     state: JobState | None = None
-    task: Text(200) | None = Field(None, description="exact task name")
+    task: Text200 | None = Field(None, description="exact task name")
     search: JobSearch | None = None
 
     def as_filters(self) -> dict[str, Any]:
@@ -225,26 +232,26 @@ class JobActionForm(Input):
     """The selected jobs' form on the jobs and job pages."""
 
     action: JobAction
-    ids: list[QueryInt(1, MAX_BIGINT)] = Field(default_factory=list, max_length=10_000)
-    back: Text(2000) | None = None
+    ids: list[BigId] = Field(default_factory=list, max_length=10_000)
+    back: Text2000 | None = None
     IGNORED: ClassVar[frozenset[str]] = frozenset({"csrf_token"})
 
 
 class QueueNameForm(Input):
     name: QueueName
-    back: Text(2000) | None = None
+    back: Text2000 | None = None
     IGNORED: ClassVar[frozenset[str]] = frozenset({"csrf_token"})
 
 
 class BackForm(Input):
     """A POST whose only field is where to go afterwards (pause and resume buttons)."""
 
-    back: Text(2000) | None = None
+    back: Text2000 | None = None
     IGNORED: ClassVar[frozenset[str]] = frozenset({"csrf_token"})
 
 
 class RunsQuery(Paging):
-    experiment_id: QueryInt(1, MAX_BIGINT) | None = None
+    experiment_id: BigId | None = None
 
 
 class CompareQuery(Input):
@@ -259,11 +266,11 @@ class ComparePickQuery(Input):
 
 class CeleryTasksQuery(Input):
     status: TaskStatus | None = None
-    name: Text(155) | None = Field(None, description="task-name prefix")
-    search: Text(155) | None = Field(None, description="a task id")
+    name: Text155 | None = Field(None, description="task-name prefix")
+    search: Text155 | None = Field(None, description="a task id")
     # Celery's result table keys its rows with an int4.
-    after: QueryInt(1, MAX_INT4) | None = Field(None, description="keyset cursor: next_after of the previous page")
-    limit: QueryInt(1, 500) | None = Field(None, description="page size (default 50)")
+    after: Int4Id | None = Field(None, description="keyset cursor: next_after of the previous page")
+    limit: PageSize | None = Field(None, description="page size (default 50)")
 
 
 class JobActionsBody(Input):
@@ -275,7 +282,7 @@ class BulkBody(Input):
     action: JobAction
     queue: QueueName | None = None
     state: JobState | None = None
-    task: Text(200) | None = None
+    task: Text200 | None = None
     search: JobSearch | None = None
 
     def as_filters(self) -> dict[str, Any]:
@@ -441,6 +448,20 @@ def page(
                 kwargs["form"] = form(form_model)
             return fn(**kwargs)
 
+        view.input_models = (query_model or NoParams, form_model)  # type: ignore[attr-defined]
         return view
+
+    return wrap
+
+
+def declared(
+    query_model: type[Input] | None = None, form_model: type[Input] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Record the inputs of a view that parses them itself (to show its form again beside the errors),
+    as `page` records them: what the hostile-input test walks."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.input_models = (query_model or NoParams, form_model)  # type: ignore[attr-defined]
+        return fn
 
     return wrap

@@ -56,10 +56,11 @@ class Operation:
     ok: type[BaseModel]
     status: int = 200
     query: type[inputs.Input] | None = None
-    body: type[BaseModel] | None = None
+    body: type[inputs.Input] | None = None
     path: dict[str, Any] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
-    validate: bool = True
+    body_schema: Callable[[], dict[str, Any]] | None = None
+    example: dict[str, Any] | None = None
 
 
 def operation(
@@ -69,29 +70,32 @@ def operation(
     *,
     status: int = 200,
     query: type[inputs.Input] | None = None,
-    body: type[BaseModel] | None = None,
+    body: type[inputs.Input] | None = None,
     path: dict[str, Any] | None = None,
     errors: tuple[int, ...] = (),
-    validate: bool = True,
+    body_schema: Callable[[], dict[str, Any]] | None = None,
+    example: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare an API view: its inputs are parsed before it runs and passed as `query=` and `body=`.
 
     Every operation refuses query parameters it does not declare (none, without `query`). Path ids (an
-    `<id:...>` argument ending in `_id`) past bigint are a 404 before the view runs. `validate=False`
-    documents the inputs without parsing them: the view validates them itself.
+    `<id:...>` argument ending in `_id`) past bigint are a 404 before the view runs. `body_schema`
+    documents a body the view validates itself (a JSON schema with its own `$defs`), in place of `body`;
+    `example` is a body the document shows (and schemathesis's examples phase sends).
     """
-    op = Operation(op_id, summary, ok, status, query, body, dict(path or {}), tuple(errors), validate)
+    op = Operation(
+        op_id, summary, ok, status, query, body, dict(path or {}), tuple(errors), body_schema, example
+    )
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def view(**kwargs: Any) -> Any:
-            if op.validate:
-                inputs.path_ids(kwargs)
-                parsed = inputs.query(op.query or inputs.NoParams, blank_is_absent=False)
-                if op.query is not None:
-                    kwargs["query"] = parsed
-                if op.body is not None:
-                    kwargs["body"] = inputs.body(op.body)  # type: ignore[arg-type]
+            inputs.path_ids(kwargs)
+            parsed = inputs.query(op.query or inputs.NoParams, blank_is_absent=False)
+            if op.query is not None:
+                kwargs["query"] = parsed
+            if op.body is not None:
+                kwargs["body"] = inputs.body(op.body)
             return fn(**kwargs)
 
         view.openapi_operation = op  # type: ignore[attr-defined]
@@ -161,6 +165,16 @@ def operations(app: Flask) -> list[tuple[str, str, Operation]]:
     return out
 
 
+def _own_schema(spec: APISpec, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A JSON schema made elsewhere (its `$defs` referenced as components): its definitions become
+    components, and the schema itself is returned."""
+    schema = dict(make())
+    for name, definition in sorted(schema.pop("$defs", {}).items()):
+        if name not in spec.components.schemas:
+            spec.components.schema(name, component=definition)
+    return schema
+
+
 def document(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every `@operation` view of `app`."""
     ops = operations(app)
@@ -207,8 +221,18 @@ def document(app: Flask) -> dict[str, Any]:
             "parameters": [*path_params, *(_query_parameters(op.query) if op.query else [])],
             "responses": responses,
         }
-        if op.body is not None:
-            spec_op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(op.body)}}}
+        body = (
+            ref(op.body)
+            if op.body is not None
+            else _own_schema(spec, op.body_schema)
+            if op.body_schema
+            else None
+        )
+        if body is not None:
+            content: dict[str, Any] = {"schema": body}
+            if op.example is not None:
+                content["example"] = op.example
+            spec_op["requestBody"] = {"required": True, "content": {"application/json": content}}
         by_path.setdefault(path, {})[method] = spec_op
     for path, operations_ in by_path.items():
         spec.path(path=path, operations=operations_)

@@ -125,6 +125,7 @@ def _typed_filters() -> dict[str, str]:
 
 
 @bp.get("/jobs")
+@inputs.declared(query_model=inputs.JobListQuery)
 def jobs():
     """The listing. A filter that is not valid is a 400 that shows the form again with what is wrong,
     and the bulk buttons disabled (they would act on a filter that means nothing)."""

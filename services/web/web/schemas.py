@@ -1,8 +1,8 @@
 """The API's answers as pydantic models, for its OpenAPI document (`web/openapi.py`).
 
 The serializers (`web/serializers.py`) build these shapes as plain dicts; the schemathesis test holds every
-answer to the models below. `ExperimentSpecBody` is the one place that says what `POST /api/experiments`
-takes: the benchmark library's spec model replaces it there (docs/web.md, "OpenAPI").
+answer to the models below. What `POST /api/experiments` takes is the benchmark library's own spec schema
+(`shared.bench.spec.request_schema`), plus `mode` (`web/openapi.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared import models
+from shared.bench import adapters
 from web import inputs
 
 Obj = dict[str, Any]
@@ -46,7 +47,7 @@ class Run(BaseModel):
     experiment_id: int | None = None
     case_key: str | None = None
     repetition: int | None = None
-    adapter: Literal[models.ADAPTERS]  # type: ignore[valid-type]
+    adapter: str = Field(description="an adapter of the registry: " + ", ".join(adapters.NAMES))
     broker: str | None = None
     celery_config: str | None = None
     job_count: int
@@ -196,22 +197,9 @@ def page_of(item: type[BaseModel]) -> type[BaseModel]:
 
     return create_model(
         f"{item.__name__}Page",
-        items=(list[item], ...),
+        items=(list[item], ...),  # type: ignore[valid-type]
         next_after=(int | None, ...),
     )
-
-
-class ExperimentSpecBody(BaseModel):
-    """An experiment spec as the benchmark library validates it, plus `mode`.
-
-    Documentation only, for now: the route validates with the library itself (422 per field). The
-    benchmark library's spec model is to take its place here, the one name `web/api.py` documents the
-    body with (docs/web.md, "OpenAPI").
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    mode: Literal["managed", "attached"] | None = "managed"
 
 
 Experiment.model_rebuild()

@@ -1,4 +1,4 @@
-"""Login sessions held by the server (`web.sessions`, migration a0004): logging out ends them for good.
+"""Login sessions held by the server (`web.sessions`, migration a0005): logging out ends them for good.
 
 The cookie (Flask's signed session) carries a random token; the table holds its SHA-256, so a session
 exists while its row does. A session ends when its user logs out (the row is deleted), when it has been
