@@ -115,7 +115,9 @@ def start_experiment():
         abort(409, f"Another experiment is pending or running: {exc}")
     except bench.SpecError as exc:
         return unprocessable("Invalid experiment spec.", {str(k): str(v) for k, v in exc.errors.items()})
-    pid = bench.launch_executor(experiment_id)
+    from web import runs
+
+    pid = runs.launch(experiment_id)
     with database.admin_conn() as conn:
         exp = results.get_experiment(conn, experiment_id)
     out = exp or {"id": experiment_id}

@@ -6,6 +6,8 @@ serializers; the pages never call `/api/` (which takes HTTP Basic only).
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -157,6 +159,21 @@ def index(query: inputs.Paging):
     return render_template("runs/index.html", experiments=experiments, recent=recent, next_after=next_after)
 
 
+def launch(experiment_id: int) -> int:
+    """Launch the experiment's executor, and wait for it in a thread of this process so that it is reaped
+    when it ends (otherwise it stays a zombie child of this gunicorn worker until the next launch)."""
+    pid = bench.launch_executor(experiment_id)
+    threading.Thread(target=_wait_for, args=(pid,), name=f"executor-{pid}", daemon=True).start()
+    return pid
+
+
+def _wait_for(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # not our child (or already reaped): nothing to wait for
+        pass
+
+
 def reap(conn) -> None:
     """Mark experiments whose executor died as failed (the benchmark library decides)."""
     bench.reap_dead_executors(conn)
@@ -189,7 +206,7 @@ def new():
                     general_errors = _spec_errors_to_form(form, dict(exc.errors))
                     status = 400
                 else:
-                    bench.launch_executor(experiment_id)
+                    launch(experiment_id)
                     flash(f"Experiment {experiment_id} started.", "info")
                     return redirect(url_for("runs.experiment", experiment_id=experiment_id))
     return render_template(

@@ -182,9 +182,16 @@ class CeleryTask(BaseModel):
     traceback: str | None = None
 
 
+class Inspected(BaseModel):
+    age_seconds: float | None = Field(
+        description="age of the background refresher's last answer; null before its first"
+    )
+    brokers: list[Obj] = Field(description="per broker: this project's workers that answered, and `others`")
+
+
 class CeleryOverview(BaseModel):
     depths: list[Obj]
-    inspect: list[Obj]
+    inspect: Inspected
     heartbeats: list[Obj]
     sql_broker_limits: str
     generated_at: str | None = None
