@@ -218,15 +218,37 @@ def charts_from_series(series: dict[str, Any] | None) -> list[dict[str, Any]]:
     return charts
 
 
+def named_figures(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's figures as `summary.md` names them (the report's figure registry): the headline ones
+    first, in the summary's order, then the others it measured; each with its unit and direction."""
+    from shared.bench.report import figures as registry
+
+    values = registry.figures_of(run.get("metrics") or {})
+    meta = {name: (hib, unit) for name, _path, hib, unit in registry.FIGURES}
+    order = [*registry.SUMMARY_FIGURES, *(n for n in meta if n not in registry.SUMMARY_FIGURES)]
+    return [
+        {
+            "figure": name,
+            "value": values.get(name),
+            "unit": meta[name][1],
+            "higher_is_better": meta[name][0],
+            "headline": name in registry.SUMMARY_FIGURES,
+        }
+        for name in order
+        if name in meta and (name in registry.SUMMARY_FIGURES or values.get(name) is not None)
+    ]
+
+
 def compare(run_ids: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Side-by-side figures of 2 or more runs; the report's comparison when the library is there."""
-    figures = {r["id"]: flat_figures(run_summary(r)) for r in runs}
-    keys = sorted({k for f in figures.values() for k in f})
-    out: dict[str, Any] = {
-        "run_ids": run_ids,
-        "runs": runs,
-        "rows": [{"figure": k, "values": [figures[r["id"]].get(k) for r in runs]} for k in keys],
-    }
+    """Side-by-side named figures of 2 or more runs (headline first); the report's comparison of their
+    cases (median, interval, verdict) when the library is there."""
+    per_run = [named_figures(r) for r in runs]
+    rows = []
+    for i, first in enumerate(per_run[0] if per_run else []):
+        values = [figs[i]["value"] for figs in per_run]
+        if first["headline"] or any(v is not None for v in values):
+            rows.append({"figure": first["figure"], "unit": first["unit"], "values": values})
+    out: dict[str, Any] = {"run_ids": run_ids, "runs": runs, "rows": rows}
     report = _with_report("compare", run_ids)
     if report is not None:
         out["report"] = report

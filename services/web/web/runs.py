@@ -323,7 +323,7 @@ def run(run_id: int):
         abort(404, f"There is no run {run_id}.")
     # the run's own columns are shown above the figures; the table holds the measurements
     figures = {k: v for k, v in results.flat_figures(results.run_summary(r)).items() if k not in RUN_COLUMNS}
-    return render_template("runs/run.html", run=r, figures=figures)
+    return render_template("runs/run.html", run=r, figures=figures, named=results.named_figures(r))
 
 
 @bp.get("/<id:run_id>/series.json")

@@ -106,8 +106,9 @@ class Progress(BaseModel):
 
 
 class ComparisonRow(BaseModel):
-    figure: str
-    values: list[Any]
+    figure: str = Field(description="the figure's name in summary.md")
+    unit: str = Field(description="its unit; empty for a count")
+    values: list[float | None] = Field(description="one per run, in the order asked")
 
 
 class Comparison(BaseModel):
