@@ -13,6 +13,7 @@ and threads), bound to 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import os
 import re
@@ -124,9 +125,12 @@ class Client:
 
 def timed(client: Client, path: str, n: int) -> list[float]:
     out = []
+    # the API takes HTTP Basic only (the pages' cookie is ignored there)
+    basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()}
+    headers = basic if path.startswith("/api/") else None
     for _ in range(n):
         t = time.perf_counter()
-        resp, _ = client.request("GET", path)
+        resp, _ = client.request("GET", path, headers=headers)
         out.append((time.perf_counter() - t) * 1000)
         if resp.status != 200:
             raise SystemExit(f"error: GET {path} answered {resp.status}")
@@ -244,6 +248,19 @@ def main(argv: list[str] | None = None) -> int:
             "jobs, task=cpu": "/pgqueue/jobs?task=cpu",
             f"jobs, a page {args.jobs // 2:,} rows deep": f"/pgqueue/jobs?after={int(last_ids[0]) - args.jobs // 2}",
             "overview JSON /pgqueue/overview.json": "/pgqueue/overview.json",
+            "jobs, a task that matches nothing": "/pgqueue/jobs?task=nosuch",
+            "jobs, a queue that matches nothing": "/pgqueue/jobs?queue=nosuch",
+            "jobs, a task-name prefix that matches nothing": "/pgqueue/jobs?search=nosuch",
+            "bulk confirmation, cancel on queue=q0": "/pgqueue/jobs/bulk?action=cancel&queue=q0",
+            "bulk confirmation, retry on queue=q3": "/pgqueue/jobs/bulk?action=retry&queue=q3",
+            "API jobs, first page": "/api/pgqueue/jobs",
+            "API jobs, a task that matches nothing": "/api/pgqueue/jobs?task=nosuch",
+            "API count, no filter": "/api/pgqueue/jobs/count",
+            "API count, queue=q0": "/api/pgqueue/jobs/count?queue=q0",
+            "API count, a task that matches nothing": "/api/pgqueue/jobs/count?task=nosuch",
+            "API overview": "/api/pgqueue/overview",
+            "runs /runs/": "/runs/",
+            "Celery /celery/": "/celery/",
         }
         log("\n| page | median ms | p95 ms | samples |\n|---|---:|---:|---:|")
         for label, path in pages.items():
