@@ -218,6 +218,18 @@ def charts_from_series(series: dict[str, Any] | None) -> list[dict[str, Any]]:
     return charts
 
 
+def overlay(per_run: list[tuple[int, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """One chart per figure for several runs: each run's datasets on the same chart (shared axes),
+    labelled with the run, in the order of the figures' first appearance."""
+    out: dict[str, dict[str, Any]] = {}
+    for run_id, charts in per_run:
+        for c in charts:
+            chart = out.setdefault(c["id"], {**c, "datasets": []})
+            for d in c["datasets"]:
+                chart["datasets"].append({**d, "label": f"run {run_id}: {d['label']}"})
+    return list(out.values())
+
+
 def named_figures(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's figures as `summary.md` names them (the report's figure registry): the headline ones
     first, in the summary's order, then the others it measured; each with its unit and direction."""

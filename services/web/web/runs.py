@@ -364,5 +364,5 @@ def compare_series_json(query: inputs.CompareQuery):
     for run_id in ids:
         series = results.run_series(run_id)
         out.append({"run_id": run_id, "charts": results.charts_from_series(series)})
-    current_app.logger.debug("compare series for %s", ids)
-    return jsonify(runs=out)
+    overlaid = results.overlay([(r["run_id"], r["charts"]) for r in out])
+    return jsonify(runs=out, overlaid=overlaid)
