@@ -103,6 +103,18 @@ class ReadOnly(LoginRequired, ModelView):
             raise inputs.BadInput(f"Invalid input to {request.path}: {summary}.", errors)
         return super()._get_list_extra_args()
 
+    def get_one(self, id):  # noqa: A002 - Flask-Admin's name
+        """The details view's row, or None (Flask-Admin then says it does not exist) for an id that cannot
+        name one: control characters, too long, or for an integer key not ASCII digits within bigint."""
+        if not isinstance(id, str) or len(id) > 200 or inputs.CONTROL.search(id):
+            return None
+        (pk,) = sa.inspect(self.model).primary_key
+        if isinstance(pk.type, sa.Integer) and not (
+            inputs.ASCII_DIGITS.fullmatch(id) and int(id) <= inputs.MAX_BIGINT
+        ):
+            return None
+        return super().get_one(id)
+
 
 class ExperimentView(ReadOnly):
     column_list = ("id", "status", "mode", "created_at", "started_at", "finished_at", "executor_pid", "error")
