@@ -360,9 +360,8 @@ def compare_series_json(query: inputs.CompareQuery):
     ids = query.ids
     for run_id in ids:
         inputs.row_id(run_id, "run")
-    out = []
-    for run_id in ids:
-        series = results.run_series(run_id)
-        out.append({"run_id": run_id, "charts": results.charts_from_series(series)})
-    overlaid = results.overlay([(r["run_id"], r["charts"]) for r in out])
-    return jsonify(runs=out, overlaid=overlaid)
+    per_run = [(run_id, results.charts_from_series(results.run_series(run_id))) for run_id in ids]
+    return jsonify(
+        runs=[{"run_id": run_id, "charts": charts} for run_id, charts in per_run],
+        overlaid=results.overlay(per_run),
+    )
