@@ -110,8 +110,8 @@ def _paths(rule: str) -> list[str]:
 def _check(resp, what: str, name: str | None = None) -> None:
     """No 5xx; a 4xx says what is wrong, in JSON under /api/ and on .json routes, else as a page."""
     assert resp.status_code < 500, (what, resp.status_code, resp.text[:500])
-    text = resp.get_data(as_text=True)
-    assert "Traceback" not in text, what
+    text = resp.get_data().decode("utf-8", "replace")
+    assert "Traceback (most recent call last)" not in text, what
     if resp.status_code < 400:
         return
     path = what.split(" ", 1)[1]

@@ -85,15 +85,23 @@ class ReadOnly(LoginRequired, ModelView):
     page_size = 50
     column_display_pk = True
 
-    def _get_list_extra_args(self):
-        """Flask-Admin's list arguments, checked first by the rules of every other page (`web/inputs.py`):
-        no control character in any value (PostgreSQL refuses NUL in text), and a page number in ASCII
-        digits whose offset fits a bigint (Flask-Admin takes `-1`, and any size, as is)."""
+    def _handle_view(self, name, **kwargs):
+        """Before every view: no control character in any query value, by the rules of every other page
+        (`web/inputs.py`): PostgreSQL refuses NUL in text, and a newline in `url` reached a redirect."""
         errors = {
-            name: "must not contain control characters"
-            for name, value in request.args.items(multi=True)
-            if inputs.CONTROL.search(value) or inputs.CONTROL.search(name)
+            key: "must not contain control characters"
+            for key, value in request.args.items(multi=True)
+            if inputs.CONTROL.search(value) or inputs.CONTROL.search(key)
         }
+        if errors:
+            summary = "; ".join(f"{k} {v}" for k, v in errors.items())
+            raise inputs.BadInput(f"Invalid input to {request.path}: {summary}.", errors)
+        return super()._handle_view(name, **kwargs)
+
+    def _get_list_extra_args(self):
+        """Flask-Admin's list arguments, checked first: a page number in ASCII digits whose offset fits a
+        bigint (Flask-Admin takes `-1`, and any size, as is)."""
+        errors = {}
         raw = request.args.get("page")
         last = inputs.MAX_BIGINT // self.page_size
         if raw is not None and (not inputs.ASCII_DIGITS.fullmatch(raw) or int(raw) > last):
