@@ -80,3 +80,6 @@ def test_a_case_links_to_a_comparison_of_its_repetitions_only_when_it_has_two(
     assert (link is not None) == (repetitions > 1)
     if link:
         assert user.get(link.group(1).replace("&amp;", "&")).status_code == 200
+        # the picker's checkboxes send the ids as a repeated parameter: the same comparison
+        repeated = "&".join(f"ids={r['id']}" for r in runs)
+        assert user.get(f"/runs/compare?{repeated}").status_code == 200

@@ -295,11 +295,16 @@ M = TypeVar("M", bound=Input)
 
 
 def _is_list(model: type[Input], name: str) -> bool:
-    annotation = model.model_fields[name].annotation
-    for t in (annotation, *get_args(annotation)):
-        if get_origin(t) is list or t is list:
+    """Whether the field takes a list (through `X | None` and `Annotated[...]` alike)."""
+
+    def takes_list(t: Any) -> bool:
+        if t is list or get_origin(t) is list:
             return True
-    return False
+        if get_origin(t) is Annotated:
+            return takes_list(get_args(t)[0])
+        return any(takes_list(a) for a in get_args(t)) if get_origin(t) is not None else False
+
+    return takes_list(model.model_fields[name].annotation)
 
 
 def _describe(model: type[Input], err: Mapping[str, Any], where: str) -> tuple[str, str]:
