@@ -157,3 +157,18 @@ def test_api_lists_gets_and_acts_on_jobs(client, jobs):
     bad = client.post("/api/pgqueue/jobs/actions", json={"action": "explode", "ids": ["x"]}, headers=BASIC)
     assert bad.status_code == 400 and set(bad.get_json()["errors"]) == {"action", "ids"}
     assert client.get("/api/pgqueue/jobs?state=bogus", headers=BASIC).status_code == 400
+
+
+def test_a_count_filtered_on_the_task_is_exact_within_the_window_and_a_lower_bound_past_it(
+    client, jobs, monkeypatch
+):
+    from web import pgqueue_views
+
+    count = client.get("/api/pgqueue/jobs/count?task=sleep", headers=BASIC).get_json()
+    assert (count["count"], count["exact"]) == (2, True)  # the window holds every job: nothing left out
+    monkeypatch.setattr(pgqueue_views, "SCAN_WINDOW", 1)  # as if the table held more jobs than the window
+    count = client.get("/api/pgqueue/jobs/count?task=sleep", headers=BASIC).get_json()
+    assert (count["count"], count["exact"]) == (1, False) and count["basis"].startswith("at least")
+    confirm = client.get("/api/pgqueue/jobs/count?search=noo", headers=BASIC).get_json()
+    assert (confirm["count"], confirm["exact"]) == (0, False)  # the newest job is a sleep
+    assert client.get("/api/pgqueue/jobs/count?queue=alpha", headers=BASIC).get_json()["exact"] is True

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from shared import pgqueue
-from shared.pgqueue.admin import ACTION_STATES, list_jobs_page
+from shared.pgqueue.admin import ACTION_STATES, list_jobs_page, scan_floor
 from web import cache, database, inputs, serializers, throughput
 
 bp = Blueprint("pgqueue", __name__, url_prefix="/pgqueue")
@@ -64,8 +64,22 @@ def count_jobs(f: dict[str, Any], action: str | None = None) -> dict[str, Any]:
     has no such figure, and the answer is the bound itself, said to be a lower bound.
     """
     states = ACTION_STATES[action] if action else None
+    search = f.get("search")
+    unindexed = f.get("task") is not None or (
+        search is not None and not inputs.ASCII_DIGITS.fullmatch(str(search).strip())
+    )
     with database.admin_conn("queue") as conn:
-        n = pgqueue.count_matching(conn, **f, states=states, cap=COUNT_EXACT_UP_TO + 1)
+        # a filter on the task is checked job by job: counted within the listing's window of job ids
+        floor = scan_floor(conn, SCAN_WINDOW) if unindexed else None
+        n = pgqueue.count_matching(conn, **f, states=states, cap=COUNT_EXACT_UP_TO + 1, floor=floor)
+    if floor is not None:
+        shown = min(n, COUNT_EXACT_UP_TO)
+        return {
+            "count": shown,
+            "exact": False,
+            "basis": f"at least: {shown:,}{'+' if n > shown else ''} among the newest {SCAN_WINDOW:,} jobs "
+            f"(ids from {floor:,}); a filter on the task is checked job by job, so older jobs were not counted",
+        }
     if n <= COUNT_EXACT_UP_TO:
         return {"count": n, "exact": True, "basis": "counted now"}
     if f.get("task") is None and f.get("search") is None:

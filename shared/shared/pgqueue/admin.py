@@ -121,13 +121,16 @@ def count_matching(
     search: str | None = None,
     states: Iterable[str] | None = None,
     cap: int | None = None,
+    floor: int | None = None,
 ) -> int:
     """How many jobs the listing filters match, among `states` when given (`ACTION_STATES[action]`: the
-    jobs a bulk action would change), counting no further than `cap` when given."""
+    jobs a bulk action would change), counting no further than `cap` when given, and for a filter on the
+    task or a task-name prefix only among the job ids from `floor` up when given (see `list_jobs_page`)."""
     params = {
         **_filters(queue, state, task, search),
         "states": [check_state(s) for s in states] if states is not None else None,
         "cap": int(cap) if cap is not None else None,
+        "floor": int(floor) if floor is not None else None,
     }
     # One branch per unfinished state uses their indexes; a task filter reads the table either way.
     query = "count_matching_scan" if params["task"] or params["search_prefix"] else "count_matching"
@@ -285,6 +288,20 @@ def list_jobs(
     return rows
 
 
+def scan_floor(conn: Any, scan: int, after: int | None = None) -> int | None:
+    """The lowest job id of a window of `scan` ids below `after` (below the newest job without it), or
+    None when the window reaches the oldest job (nothing would be left out)."""
+    raw = raw_connection(conn)
+    with raw.cursor(row_factory=tuple_row) as cur:
+        cur.execute(queries.get("job_id_bounds"))
+        lowest, highest = cur.fetchone() or (None, None)
+    if highest is None:
+        return None
+    top = min(int(after), highest + 1) if after is not None else highest + 1
+    floor = top - int(scan)
+    return None if lowest is not None and floor <= lowest else floor
+
+
 def list_jobs_page(
     conn: Any,
     *,
@@ -306,18 +323,7 @@ def list_jobs_page(
     """
     filters = _filters(queue, state, task, search)
     bounded = scan and (filters["queue"] or filters["task"] or filters["search_prefix"])
-    floor = None
-    lowest = None
-    if bounded:
-        raw = raw_connection(conn)
-        with raw.cursor(row_factory=tuple_row) as cur:
-            cur.execute(queries.get("job_id_bounds"))
-            lowest, highest = cur.fetchone() or (None, None)
-        if highest is not None:
-            top = min(int(after), highest + 1) if after is not None else highest + 1
-            floor = top - int(scan)
-            if lowest is not None and floor <= lowest:
-                floor = None  # the window reaches the oldest job: nothing is left out
+    floor = scan_floor(conn, scan, after) if bounded else None
     rows = list_jobs(
         conn, queue=queue, state=state, task=task, search=search, after=after, limit=limit, floor=floor
     )
