@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import re
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from flask import Flask
@@ -88,3 +90,41 @@ def user(client: FlaskClient) -> FlaskClient:
     resp = log_in(client)
     assert resp.status_code == 302, resp.text
     return client
+
+
+@contextmanager
+def served(pg_server: str, template_db: str, name: str, **env: str) -> Iterator[tuple[str, str]]:
+    """The real web service (`bench-web`: gunicorn) on a fresh database: yields (base URL, database URL)."""
+    from shared import embedded
+
+    from ..conftest import OUTPUT, create_database, drop_database
+    from ..support import VENV_BIN, Proc, service_env, wait_until
+
+    db_name = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    database_url = create_database(pg_server, db_name, template=template_db)
+    port = embedded.free_port()
+    web = Proc(
+        [str(VENV_BIN / "bench-web")],
+        service_env(
+            database_url,
+            PORT=str(port),
+            WEB_CONCURRENCY="1",
+            WEB_THREADS="8",
+            BENCH_WEB_HOST="127.0.0.1",
+            ADMIN_PASSWORD=PASSWORD,
+            **env,
+        ),
+        OUTPUT / f"web-{name}" / "web.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        with urllib.request.urlopen(url + "/up", timeout=2) as resp:
+            return resp.status == 200
+
+    try:
+        wait_until(up, 60, message="gunicorn answering /up")
+        yield url, database_url
+    finally:
+        web.stop()
+        drop_database(pg_server, db_name)

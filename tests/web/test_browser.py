@@ -208,10 +208,11 @@ def test_compare_two_runs(page, live):
     rows = page.locator("#comparison tbody tr").evaluate_all(
         "rs => rs.map(r => Array.from(r.cells).map(c => c.innerText.trim()))"
     )
-    # "throughput" from the stored metrics, or "figures.throughput" from the report's view of them
-    (row,) = [r for r in rows if r[0] in ("throughput", "figures.throughput")]
-    heads = page.locator("#comparison thead th").all_inner_texts()[1:]
-    shown = {h: float(v.replace(",", "")) for h, v in zip(heads, row[1:], strict=True)}
+    # the figure as summary.md names it, with its unit, then one column per run
+    (row,) = [r for r in rows if r[0] == "throughput"]
+    assert row[1] == "jobs/s"
+    heads = page.locator("#comparison thead th").all_inner_texts()[2:]
+    shown = {h: float(v.replace(",", "")) for h, v in zip(heads, row[2:], strict=True)}
     assert shown == {f"Run {a}": 1234.0, f"Run {b}": 567.0}
 
 

@@ -88,7 +88,7 @@ def test_bulk_action_shows_the_count_then_applies_to_the_filter(user, jobs):
     engine, ids = jobs
     confirm = user.get("/pgqueue/jobs/bulk?action=cancel&queue=beta")
     assert confirm.status_code == 200
-    assert re.search(r'id="bulk-count">2<', confirm.text)
+    assert re.search(r'id="bulk-count" data-exact="true">2<', confirm.text)
     resp = user.post(
         "/pgqueue/jobs/bulk",
         data={"csrf_token": csrf_token(confirm.text), "action": "cancel", "queue": "beta"},
@@ -117,9 +117,13 @@ def test_pause_and_resume_a_queue_from_the_page(user, jobs):
 def test_sql_in_pgqueue_filters_changes_nothing(user, jobs):
     engine, ids = jobs
     for payload in ["alpha' OR '1'='1", "x'; UPDATE queue.pgqueue_jobs SET state='discarded'; --"]:
-        for key in ("queue", "task", "search", "state"):
+        for key in ("task", "search"):  # any text: it matches no job
             resp = user.get("/pgqueue/jobs", query_string={key: payload})
             assert resp.status_code == 200 and listed(resp.text) == []
+        for key in ("queue", "state"):  # not a queue name, not a state: said so, next to the form
+            resp = user.get("/pgqueue/jobs", query_string={key: payload})
+            assert resp.status_code == 400 and listed(resp.text) == []
+            assert 'id="job-filters"' in resp.text and f"{key}:" in resp.text
     assert {state_of(engine, i) for i in ids["alpha"] + ids["beta"]} == {"available"}
 
 
@@ -151,5 +155,20 @@ def test_api_lists_gets_and_acts_on_jobs(client, jobs):
     }
     assert client.post("/api/pgqueue/queues/nosuchqueue/pause", headers=BASIC).status_code == 404
     bad = client.post("/api/pgqueue/jobs/actions", json={"action": "explode", "ids": ["x"]}, headers=BASIC)
-    assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"action", "ids"}
+    assert bad.status_code == 400 and set(bad.get_json()["errors"]) == {"action", "ids"}
     assert client.get("/api/pgqueue/jobs?state=bogus", headers=BASIC).status_code == 400
+
+
+def test_a_count_filtered_on_the_task_is_exact_within_the_window_and_a_lower_bound_past_it(
+    client, jobs, monkeypatch
+):
+    from web import pgqueue_views
+
+    count = client.get("/api/pgqueue/jobs/count?task=sleep", headers=BASIC).get_json()
+    assert (count["count"], count["exact"]) == (2, True)  # the window holds every job: nothing left out
+    monkeypatch.setattr(pgqueue_views, "SCAN_WINDOW", 1)  # as if the table held more jobs than the window
+    count = client.get("/api/pgqueue/jobs/count?task=sleep", headers=BASIC).get_json()
+    assert (count["count"], count["exact"]) == (1, False) and count["basis"].startswith("at least")
+    confirm = client.get("/api/pgqueue/jobs/count?search=noo", headers=BASIC).get_json()
+    assert (confirm["count"], confirm["exact"]) == (0, False)  # the newest job is a sleep
+    assert client.get("/api/pgqueue/jobs/count?queue=alpha", headers=BASIC).get_json()["exact"] is True

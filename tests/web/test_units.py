@@ -47,7 +47,7 @@ def test_throughput_is_the_growth_of_finished_counts_between_refreshes():
     )
     r = throughput.rates()
     assert r["window_seconds"] == 10.0
-    assert r["per_queue"]["a"] == {"completed": 20.0, "discarded": 0.5}
+    assert r["per_queue"]["a"] == {"completed": 20.0}  # a discard is no throughput (an operator's may be)
     assert r["completed_per_second"] == 25.0
     throughput.observe(
         t0 + dt.timedelta(seconds=20), {"a": {"completed": 0}}
@@ -80,3 +80,55 @@ def test_flat_figures_flattens_nested_figures_and_skips_long_series():
         {"latency_ms": {"p50": 1.5, "p99": 9}, "series": list(range(100)), "ok": True}
     )
     assert flat == {"latency_ms.p50": 1.5, "latency_ms.p99": 9, "ok": True}
+
+
+def test_counts_read_as_whole_numbers_and_timestamps_as_times():
+    assert filters.fmt_figure(0.0, "") == "0"  # lost, duplicates: counts
+    assert filters.fmt_figure(12345.0, "") == "12,345"
+    assert filters.fmt_figure(2.5, "") == "2.5"  # a median of counts may fall between two
+    assert filters.fmt_figure(0.5, "s") == "0.50"
+    assert filters.fmt_figure(None, "") == "—"
+    assert filters.fmt_measure(1767225600.0, "fault.at") == "2026-01-01 00:00:00 UTC"
+    assert filters.fmt_measure(1767225600.0, "throughput") == "1,767,225,600"
+    assert filters.fmt_measure(3.0, "audit.lost") == "3"
+    assert filters.fmt_measure(0.25, "drain_seconds") == "0.25"
+
+
+def test_named_figures_lead_with_the_summarys_headline_in_its_order():
+    from shared.bench.report import figures as registry
+
+    metrics = {"throughput": 1000.0, "drain_seconds": 2.0, "audit": {"lost": 0, "duplicates": 0}}
+    named = results.named_figures({"metrics": metrics})
+    headline = [f["figure"] for f in named if f["headline"]]
+    assert headline == list(registry.SUMMARY_FIGURES)
+    assert [f["headline"] for f in named] == sorted((f["headline"] for f in named), reverse=True)
+    by_name = {f["figure"]: f for f in named}
+    assert by_name["throughput"]["value"] == 1000.0 and by_name["throughput"]["unit"] == "jobs/s"
+    assert by_name["lost"]["value"] == 0 and by_name["lost"]["unit"] == ""
+    assert "wall_seconds" not in by_name  # not measured, not a headline figure: not listed
+
+
+def test_overlaid_charts_hold_every_runs_series_on_one_chart_per_figure():
+    a = [
+        {
+            "id": "throughput",
+            "title": "T",
+            "x_label": "s",
+            "y_label": "jobs/s",
+            "datasets": [{"label": "jobs/s", "data": [{"x": 0, "y": 1}]}],
+        }
+    ]
+    b = [
+        {
+            "id": "throughput",
+            "title": "T",
+            "x_label": "s",
+            "y_label": "jobs/s",
+            "datasets": [{"label": "jobs/s", "data": [{"x": 0, "y": 2}]}],
+        },
+        {"id": "latency_cdf", "title": "L", "datasets": [{"label": "end_to_end", "data": []}]},
+    ]
+    charts = results.overlay([(1, a), (2, b)])
+    assert [c["id"] for c in charts] == ["throughput", "latency_cdf"]
+    assert [d["label"] for d in charts[0]["datasets"]] == ["run 1: jobs/s", "run 2: jobs/s"]
+    assert [d["data"][0]["y"] for d in charts[0]["datasets"]] == [1, 2]

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, scoped_session, sessionmaker
 
 from shared import models
-from web import auth
+from web import auth, inputs
 
 
 class PgqueueTables(DeclarativeBase):
@@ -84,6 +84,44 @@ class ReadOnly(LoginRequired, ModelView):
     can_view_details = True
     page_size = 50
     column_display_pk = True
+
+    def _handle_view(self, name, **kwargs):
+        """Before every view: no control character in any query value, by the rules of every other page
+        (`web/inputs.py`): PostgreSQL refuses NUL in text, and a newline in `url` reached a redirect."""
+        errors = {
+            key: "must not contain control characters"
+            for key, value in request.args.items(multi=True)
+            if inputs.CONTROL.search(value) or inputs.CONTROL.search(key)
+        }
+        if errors:
+            summary = "; ".join(f"{k} {v}" for k, v in errors.items())
+            raise inputs.BadInput(f"Invalid input to {request.path}: {summary}.", errors)
+        return super()._handle_view(name, **kwargs)
+
+    def _get_list_extra_args(self):
+        """Flask-Admin's list arguments, checked first: a page number in ASCII digits whose offset fits a
+        bigint (Flask-Admin takes `-1`, and any size, as is)."""
+        errors = {}
+        raw = request.args.get("page")
+        last = inputs.MAX_BIGINT // self.page_size
+        if raw is not None and (not inputs.ASCII_DIGITS.fullmatch(raw) or int(raw) > last):
+            errors["page"] = f"must be a page number from 0 to {last}, got {inputs.shown(raw)}"
+        if errors:
+            summary = "; ".join(f"{k} {v}" for k, v in errors.items())
+            raise inputs.BadInput(f"Invalid input to {request.path}: {summary}.", errors)
+        return super()._get_list_extra_args()
+
+    def get_one(self, id):  # noqa: A002 - Flask-Admin's name
+        """The details view's row, or None (Flask-Admin then says it does not exist) for an id that cannot
+        name one: control characters, too long, or for an integer key not ASCII digits within bigint."""
+        if not isinstance(id, str) or len(id) > 200 or inputs.CONTROL.search(id):
+            return None
+        (pk,) = sa.inspect(self.model).primary_key
+        if isinstance(pk.type, sa.Integer) and not (
+            inputs.ASCII_DIGITS.fullmatch(id) and int(id) <= inputs.MAX_BIGINT
+        ):
+            return None
+        return super().get_one(id)
 
 
 class ExperimentView(ReadOnly):

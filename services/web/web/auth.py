@@ -1,14 +1,14 @@
-"""Authentication: a login form and a session cookie for pages, HTTP Basic for `/api/` (docs/architecture.md, "The web").
+"""Authentication: a login form and a session for pages, HTTP Basic for `/api/` (docs/web.md, "Security").
 
 Credentials come from the environment (`ADMIN_USER`, `ADMIN_PASSWORD`) and are compared in constant time.
-The session stores a keyed digest of the credentials it was opened with, so changing `ADMIN_PASSWORD`
-(or `SECRET_KEY`) ends every open session. The API never reads the session: a browser's cookie cannot
-authorise an API call, which is why the API needs no CSRF token.
+A page session is a row of `web.sessions` (`web/sessions.py`): logging out deletes it, so a copied cookie
+opens nothing afterwards; it also ends when idle, when too old, and when the credentials change. The API
+never reads the session: a browser's cookie cannot authorise an API call, which is why the API needs no
+CSRF token.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from urllib.parse import urlsplit
 
@@ -17,6 +17,7 @@ from flask import (
     Flask,
     current_app,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -28,10 +29,12 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from web import sessions
+
 bp = Blueprint("auth", __name__)
 
-# Endpoints that answer without a login: the health check, the login page and static assets.
-OPEN_ENDPOINTS = {"health.up", "auth.login", "static"}
+# Endpoints that answer without a login: the health check, the login page, static assets, the icon.
+OPEN_ENDPOINTS = {"health.up", "auth.login", "static", "favicon"}
 
 
 def credentials_match(user: str, password: str) -> bool:
@@ -42,15 +45,11 @@ def credentials_match(user: str, password: str) -> bool:
     return ok_user and ok_password
 
 
-def _session_token() -> str:
-    cfg = current_app.config
-    material = f"{cfg['ADMIN_USER']}\0{cfg['ADMIN_PASSWORD']}".encode()
-    return hmac.new(str(cfg["SECRET_KEY"]).encode(), material, hashlib.sha256).hexdigest()
-
-
 def logged_in() -> bool:
-    token = session.get("auth")
-    return isinstance(token, str) and hmac.compare_digest(token, _session_token())
+    """Whether this request carries a live session (read once per request; the user is `g.user`)."""
+    if "user" not in g:
+        g.user = sessions.user_of(session.get("sid"))
+    return g.user is not None
 
 
 def basic_auth_ok() -> bool:
@@ -99,8 +98,9 @@ def login():
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
         if credentials_match(form.username.data or "", form.password.data or ""):
+            sessions.close(session.get("sid"))
             session.clear()
-            session["auth"] = _session_token()
+            session["sid"] = sessions.open_session(form.username.data or "")
             session["user"] = form.username.data
             session.permanent = True
             return redirect(_safe_next(form.next.data))
@@ -112,6 +112,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    sessions.close(session.get("sid"))
     session.clear()
     flash("Logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -9,6 +9,9 @@ timeout) and from the heartbeats in `queue.workers` everywhere, the SQL broker i
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,7 +50,6 @@ taskmeta = sa.Table(
     sa.Column("result", sa.LargeBinary),
 )
 
-TASK_STATUSES = ("PENDING", "STARTED", "RETRY", "FAILURE", "SUCCESS", "REVOKED")
 
 SQL_DEPTH = sa.text(
     """
@@ -59,8 +61,15 @@ SQL_DEPTH = sa.text(
      ORDER BY q.name
     """
 )
+ALL_ROWS = sa.text("SELECT count(*) FROM (SELECT 1 FROM queue.kombu_message LIMIT :cap) AS capped")
 ESTIMATED_ROWS = sa.text(
-    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass('queue.kombu_message')"
+    """
+    SELECT greatest(c.reltuples, 0)::bigint,
+           extract(epoch FROM now() - greatest(s.last_analyze, s.last_autoanalyze, s.last_vacuum,
+                                               s.last_autovacuum))
+      FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+     WHERE c.oid = to_regclass('queue.kombu_message')
+    """
 )
 
 
@@ -78,17 +87,35 @@ def _heartbeat_queues(broker: str) -> list[str]:
     return sorted(names)
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never analysed yet"
+    minutes = int(seconds // 60)
+    return f"as of {minutes} min ago" if minutes else f"as of {int(seconds)} s ago"
+
+
 def sql_depth() -> dict[str, Any]:
+    """Visible messages per queue, and the table's rows in all: counted exactly up to `DEPTH_CAP`, past it
+    the planner's estimate, said to be one, with the age of the statistics it comes from."""
     with database.admin_conn("queue") as conn:
         rows = conn.execute(SQL_DEPTH, {"cap": DEPTH_CAP}).all()
-        estimated = conn.execute(ESTIMATED_ROWS).scalar()
+        total = int(conn.execute(ALL_ROWS, {"cap": DEPTH_CAP}).scalar() or 0)
+        estimate = conn.execute(ESTIMATED_ROWS).first() if total >= DEPTH_CAP else None
+    if estimate is None:
+        held = f"holds {total:,} rows in all"
+    else:
+        held = (
+            f"holds more than {DEPTH_CAP:,} rows in all (about {int(estimate[0] or 0):,}: the planner's "
+            f"estimate, {_age(estimate[1])})"
+        )
     return {
         "broker": "postgres",
         "ok": True,
         "queues": [{"name": name, "messages": int(n), "capped": int(n) >= DEPTH_CAP} for name, n in rows],
+        "rows": total,
+        "rows_exact": estimate is None,
         "note": (
-            f"queue.kombu_message holds about {int(estimated or 0):,} rows in all (estimated): kombu never "
-            "deletes consumed messages, it marks them invisible."
+            f"queue.kombu_message {held}: kombu never deletes consumed messages, it marks them invisible."
         ),
     }
 
@@ -174,13 +201,12 @@ def depths() -> list[dict[str, Any]]:
 _apps: dict[str, Any] = {}
 
 
-def inspect_workers(broker: str) -> dict[str, Any]:
+def inspect_workers(broker: str, s: settings.Settings, timeout: float) -> dict[str, Any]:
     """Workers answering `inspect().stats()` on a broker that supports broadcast (Redis, RabbitMQ)."""
-    timeout = float(current_app.config["BROKER_PROBE_TIMEOUT"])
     try:
         app = _apps.get(broker)
         if app is None:
-            app = _apps[broker] = celery_app.make_app(broker, s=current_app.config["SETTINGS"])
+            app = _apps[broker] = celery_app.make_app(broker, s=s)
             app.conf.broker_connection_timeout = timeout
             app.conf.broker_connection_max_retries = 0
         stats = app.control.inspect(timeout=timeout).stats() or {}
@@ -207,12 +233,58 @@ def inspect_workers(broker: str) -> dict[str, Any]:
     return {"broker": broker, "ok": True, "workers": workers}
 
 
-def inspected() -> list[dict[str, Any]]:
-    def compute() -> list[dict[str, Any]]:
-        return [inspect_workers("redis"), inspect_workers("rabbitmq")]
+class InspectRefresher:
+    """Asks the brokers' workers (`inspect().stats()`) in a background thread, so no request waits for
+    them: a broker whose workers do not answer costs its whole timeout, every time. Requests read the
+    last answer and its age; the thread starts on the first read of each process (gunicorn's workers are
+    forked, and a thread does not survive the fork) and asks again every `interval` seconds."""
 
-    value, _ = cache.cached("celery.inspect", max(5.0, current_app.config["COUNT_CACHE_SECONDS"]), compute)
-    return value
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._answer: list[dict[str, Any]] | None = None
+        self._at = 0.0
+
+    def read(
+        self, s: settings.Settings, timeout: float, interval: float
+    ) -> tuple[list[dict[str, Any]] | None, float]:
+        """(the last answer or None before the first one, its age in seconds)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._answer = None
+                self._thread = threading.Thread(
+                    target=self._run, args=(s, timeout, interval), name="celery-inspect", daemon=True
+                )
+                self._thread.start()
+            return self._answer, time.monotonic() - self._at
+
+    def _run(self, s: settings.Settings, timeout: float, interval: float) -> None:
+        while True:
+            answer = [inspect_workers("redis", s, timeout), inspect_workers("rabbitmq", s, timeout)]
+            with self._lock:
+                self._answer, self._at = answer, time.monotonic()
+            time.sleep(interval)  # a daemon thread's pace between two probes, not a wait on a condition
+
+
+refresher = InspectRefresher()
+
+
+def inspected(ours: set[str]) -> dict[str, Any]:
+    """The background refresher's last answer, with its age; only the workers of this project (their
+    Celery name is `<worker id>@<host>`, the worker id being the one in `queue.workers`)."""
+    cfg = current_app.config
+    answer, age = refresher.read(
+        cfg["SETTINGS"], float(cfg["BROKER_PROBE_TIMEOUT"]), float(cfg["CELERY_PROBE_INTERVAL"])
+    )
+    if answer is None:
+        return {"age_seconds": None, "brokers": []}
+    brokers = []
+    for b in answer:
+        mine = [w for w in b["workers"] if str(w["name"]).split("@", 1)[0] in ours]
+        brokers.append({**b, "workers": mine, "others": len(b["workers"]) - len(mine)})
+    return {"age_seconds": round(age, 1), "brokers": brokers}
 
 
 def heartbeat_workers(limit: int = 200) -> list[dict[str, Any]]:
@@ -253,8 +325,7 @@ def list_tasks(
         .order_by(T.c.id.desc())
         .limit(limit)
     )
-    # The id is an int4 (Celery's model): a cursor past its range already includes every row.
-    if after is not None and after <= 2**31 - 1:
+    if after is not None:  # within int4, Celery's key (web/inputs.py bounds it)
         q = q.where(T.c.id < after)
     if status is not None:
         q = q.where(T.c.status == status)
@@ -267,10 +338,11 @@ def list_tasks(
 
 
 def overview() -> dict[str, Any]:
+    heartbeats = heartbeat_workers()
     return {
         "depths": depths(),
-        "inspect": inspected(),
-        "heartbeats": heartbeat_workers(),
+        "inspect": inspected({w["id"] for w in heartbeats}),
+        "heartbeats": heartbeats,
         "sql_broker_limits": SQL_BROKER_LIMITS,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(),
     }

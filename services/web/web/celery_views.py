@@ -2,46 +2,49 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, render_template, request
 
-from web import celery_info, params
+from web import celery_info, inputs
 
 bp = Blueprint("celery", __name__, url_prefix="/celery")
 
 
 @bp.get("/")
+@inputs.page()
 def index():
     return render_template("celery/index.html", data=celery_info.overview())
 
 
 @bp.get("/overview.json")
+@inputs.page()
 def overview_json():
     return jsonify(celery_info.overview())
 
 
 @bp.get("/tasks")
+@inputs.declared(query_model=inputs.CeleryTasksQuery)
 def tasks():
-    problems = []
-    status = params.str_arg("status", max_len=50)
-    if status is not None and status not in celery_info.TASK_STATUSES:
-        problems.append(
-            f"{status!r} is not a Celery task status; use one of {', '.join(celery_info.TASK_STATUSES)}."
-        )
-    name = params.str_arg("name", max_len=155)
-    search = params.str_arg("search", max_len=155)
-    after = params.int_arg("after")
-    limit = params.limit_arg()
-    items = (
-        []
-        if problems
-        else celery_info.list_tasks(status=status, name=name, search=search, after=after, limit=limit)
-    )
+    """The result table. Filters that are not valid are a 400 that shows the form again with what is wrong."""
+    try:
+        q = inputs.query(inputs.CeleryTasksQuery)
+    except inputs.BadInput as exc:
+        typed = {k: request.args.get(k, "")[:155] for k in ("status", "name", "search")}
+        return render_template(
+            "celery/tasks.html",
+            tasks=[],
+            problems=[f"{k}: {v}" for k, v in exc.errors.items()] or [exc.message],
+            filters=typed,
+            statuses=inputs.TASK_STATUSES,
+            next_after=None,
+        ), 400
+    limit = q.limit or current_app.config["PAGE_SIZE"]
+    items = celery_info.list_tasks(status=q.status, name=q.name, search=q.search, after=q.after, limit=limit)
     next_after = items[-1]["id"] if len(items) >= limit else None
     return render_template(
         "celery/tasks.html",
         tasks=items,
-        problems=problems,
-        filters={"status": status, "name": name, "search": search},
-        statuses=celery_info.TASK_STATUSES,
+        problems=[],
+        filters={"status": q.status, "name": q.name, "search": q.search},
+        statuses=inputs.TASK_STATUSES,
         next_after=next_after,
     )

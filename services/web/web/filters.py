@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 from flask import Flask
@@ -42,6 +43,27 @@ def fmt_num(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def fmt_figure(value: Any, unit: str = "") -> str:
+    """A named figure: a count (no unit) as a whole number, anything else as `num` does."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and unit == "" and value == value:
+        # a median of counts can fall between two: then it keeps its half
+        return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
+    return fmt_num(value)
+
+
+TIMESTAMP_KEY = re.compile(r"(^|[._])(at|ts|time|when|started|finished|start|end)$|_at$")
+
+
+def fmt_measure(value: Any, key: str = "") -> str:
+    """A stored measurement by its key: a Unix timestamp as a time, a whole float as a whole number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if TIMESTAMP_KEY.search(key) and 1e9 < value < 1e11:
+            return fmt_time(value)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+    return fmt_num(value)
+
+
 def fmt_age(value: Any) -> str:
     """Seconds since a timestamp, e.g. '3 s ago' (heartbeats)."""
     if isinstance(value, str):
@@ -72,5 +94,11 @@ def nonempty(values: dict[str, Any]) -> dict[str, Any]:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
-        time=fmt_time, num=fmt_num, age=fmt_age, pretty_json=to_pretty_json, nonempty=nonempty
+        time=fmt_time,
+        num=fmt_num,
+        figure=fmt_figure,
+        measure=fmt_measure,
+        age=fmt_age,
+        pretty_json=to_pretty_json,
+        nonempty=nonempty,
     )

@@ -56,7 +56,9 @@ def get_run(conn: sa.Connection, run_id: int) -> dict[str, Any] | None:
 
 
 def get_runs(conn: sa.Connection, run_ids: list[int]) -> list[dict[str, Any]]:
-    rows = conn.execute(sa.select(R).where(R.c.id.in_(run_ids))).all()
+    """The runs of `run_ids` that exist, in that order (an id past bigint names none)."""
+    possible = [i for i in run_ids if 0 < i < 2**63]
+    rows = conn.execute(sa.select(R).where(R.c.id.in_(possible))).all() if possible else []
     by_id = {r.id: serializers.run(r) for r in rows}
     return [by_id[i] for i in run_ids if i in by_id]
 
@@ -216,15 +218,49 @@ def charts_from_series(series: dict[str, Any] | None) -> list[dict[str, Any]]:
     return charts
 
 
+def overlay(per_run: list[tuple[int, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """One chart per figure for several runs: each run's datasets on the same chart (shared axes),
+    labelled with the run, in the order of the figures' first appearance."""
+    out: dict[str, dict[str, Any]] = {}
+    for run_id, charts in per_run:
+        for c in charts:
+            chart = out.setdefault(c["id"], {**c, "datasets": []})
+            for d in c["datasets"]:
+                chart["datasets"].append({**d, "label": f"run {run_id}: {d['label']}"})
+    return list(out.values())
+
+
+def named_figures(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's figures as `summary.md` names them (the report's figure registry): the headline ones
+    first, in the summary's order, then the others it measured; each with its unit and direction."""
+    from shared.bench.report import figures as registry
+
+    values = registry.figures_of(run.get("metrics") or {})
+    meta = {name: (hib, unit) for name, _path, hib, unit in registry.FIGURES}
+    order = [*registry.SUMMARY_FIGURES, *(n for n in meta if n not in registry.SUMMARY_FIGURES)]
+    return [
+        {
+            "figure": name,
+            "value": values.get(name),
+            "unit": meta[name][1],
+            "higher_is_better": meta[name][0],
+            "headline": name in registry.SUMMARY_FIGURES,
+        }
+        for name in order
+        if name in meta and (name in registry.SUMMARY_FIGURES or values.get(name) is not None)
+    ]
+
+
 def compare(run_ids: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Side-by-side figures of 2 or more runs; the report's comparison when the library is there."""
-    figures = {r["id"]: flat_figures(run_summary(r)) for r in runs}
-    keys = sorted({k for f in figures.values() for k in f})
-    out: dict[str, Any] = {
-        "run_ids": run_ids,
-        "runs": runs,
-        "rows": [{"figure": k, "values": [figures[r["id"]].get(k) for r in runs]} for k in keys],
-    }
+    """Side-by-side named figures of 2 or more runs (headline first); the report's comparison of their
+    cases (median, interval, verdict) when the library is there."""
+    per_run = [named_figures(r) for r in runs]
+    rows = []
+    for i, first in enumerate(per_run[0] if per_run else []):
+        values = [figs[i]["value"] for figs in per_run]
+        if first["headline"] or any(v is not None for v in values):
+            rows.append({"figure": first["figure"], "unit": first["unit"], "values": values})
+    out: dict[str, Any] = {"run_ids": run_ids, "runs": runs, "rows": rows}
     report = _with_report("compare", run_ids)
     if report is not None:
         out["report"] = report

@@ -6,6 +6,9 @@ serializers; the pages never call `/api/` (which takes HTTP Basic only).
 
 from __future__ import annotations
 
+import os
+import re
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +20,7 @@ from wtforms.validators import DataRequired, InputRequired, NumberRange, Optiona
 from shared import models, settings, workloads
 from shared.bench import adapters, store, terms
 from shared.bench import experiments as bench
-from web import database, params, results, serializers
+from web import database, inputs, results, serializers
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -145,15 +148,31 @@ def _spec_errors_to_form(form: ExperimentForm, errors: dict[str, str]) -> list[s
 
 
 @bp.get("/")
-def index():
-    after = params.int_arg("after")
-    limit = params.limit_arg()
+@inputs.page(query_model=inputs.Paging)
+def index(query: inputs.Paging):
+    after = query.after
+    limit = query.limit or current_app.config["PAGE_SIZE"]
     with database.admin_conn() as conn:
         reap(conn)
         experiments = results.list_experiments(conn, after=after, limit=limit)
         recent = results.list_runs(conn, limit=20)
     next_after = experiments[-1]["id"] if len(experiments) >= limit else None
     return render_template("runs/index.html", experiments=experiments, recent=recent, next_after=next_after)
+
+
+def launch(experiment_id: int) -> int:
+    """Launch the experiment's executor, and wait for it in a thread of this process so that it is reaped
+    when it ends (otherwise it stays a zombie child of this gunicorn worker until the next launch)."""
+    pid = bench.launch_executor(experiment_id)
+    threading.Thread(target=_wait_for, args=(pid,), name=f"executor-{pid}", daemon=True).start()
+    return pid
+
+
+def _wait_for(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # not our child (or already reaped): nothing to wait for
+        pass
 
 
 def reap(conn) -> None:
@@ -191,7 +210,7 @@ def new():
                     general_errors = _spec_errors_to_form(form, dict(exc.errors))
                     status = 400
                 else:
-                    bench.launch_executor(experiment_id)
+                    launch(experiment_id)
                     flash(f"Experiment {experiment_id} started.", "info")
                     return redirect(url_for("runs.experiment", experiment_id=experiment_id))
     return render_template(
@@ -260,7 +279,8 @@ def attached_workers_suffice(form: ExperimentForm, workers: list[Any]) -> bool:
     return not missing
 
 
-@bp.get("/experiments/<int:experiment_id>")
+@bp.get("/experiments/<id:experiment_id>")
+@inputs.page()
 def experiment(experiment_id: int):
     with database.admin_conn() as conn:
         reap(conn)
@@ -274,15 +294,20 @@ def experiment(experiment_id: int):
     )
 
 
+REPORT_FILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
 def report_files(conn, experiment_id: int) -> list[dict[str, Any]]:
     """The report files kept in the database for an experiment (name, media type, size)."""
     rows = conn.exec_driver_sql(store.q("experiment_file_list"), {"id": experiment_id}).all()
     return [{"name": n, "media_type": t, "size": size} for n, t, size, _at in rows]
 
 
-@bp.get("/experiments/<int:experiment_id>/report/<name>")
+@bp.get("/experiments/<id:experiment_id>/report/<name>")
 def report_file(experiment_id: int, name: str):
     """One file of an experiment's report, from the database (it outlives the machine that wrote it)."""
+    if not REPORT_FILE_NAME.fullmatch(name):  # the report's own names; nothing else reaches SQL or a header
+        abort(404, f"Experiment {experiment_id} has no report file {name[:100]!r}.")
     with database.admin_conn() as conn:
         row = conn.exec_driver_sql(
             store.q("experiment_file_get"), {"id": experiment_id, "name": name}
@@ -319,13 +344,17 @@ def progress_of(experiment_id: int) -> dict[str, Any]:
     return out
 
 
-@bp.get("/experiments/<int:experiment_id>/progress.json")
+@bp.get("/experiments/<id:experiment_id>/progress.json")
+@inputs.page()
 def progress_json(experiment_id: int):
     return jsonify(progress_of(experiment_id))
 
 
-@bp.get("/experiments/<int:experiment_id>/cases/<path:case_key>")
+@bp.get("/experiments/<id:experiment_id>/cases/<path:case_key>")
+@inputs.page()
 def case(experiment_id: int, case_key: str):
+    if len(case_key) > 500 or inputs.CONTROL.search(case_key):
+        abort(404, f"There is no case {inputs.shown(case_key)} in experiment {experiment_id}.")
     with database.admin_conn() as conn:
         exp = results.get_experiment(conn, experiment_id)
         runs = results.list_runs(conn, experiment_id=experiment_id, case_key=case_key, limit=10_000)
@@ -341,7 +370,8 @@ def case(experiment_id: int, case_key: str):
     )
 
 
-@bp.get("/<int:run_id>")
+@bp.get("/<id:run_id>")
+@inputs.page()
 def run(run_id: int):
     with database.admin_conn() as conn:
         r = results.get_run(conn, run_id)
@@ -349,10 +379,11 @@ def run(run_id: int):
         abort(404, f"There is no run {run_id}.")
     # the run's own columns are shown above the figures; the table holds the measurements
     figures = {k: v for k, v in results.flat_figures(results.run_summary(r)).items() if k not in RUN_COLUMNS}
-    return render_template("runs/run.html", run=r, figures=figures)
+    return render_template("runs/run.html", run=r, figures=figures, named=results.named_figures(r))
 
 
-@bp.get("/<int:run_id>/series.json")
+@bp.get("/<id:run_id>/series.json")
+@inputs.page()
 def series_json(run_id: int):
     with database.admin_conn() as conn:
         r = results.get_run(conn, run_id)
@@ -363,16 +394,13 @@ def series_json(run_id: int):
 
 
 @bp.get("/compare")
-def compare():
-    ids = params.ids_arg()
+@inputs.page(query_model=inputs.ComparePickQuery)
+def compare(query: inputs.ComparePickQuery):
+    ids = query.ids
     if not ids:
         with database.admin_conn() as conn:
             recent = results.list_runs(conn, limit=100)
         return render_template("runs/compare_pick.html", runs=recent)
-    if len(ids) < 2:
-        abort(400, "Pick at least two runs to compare.")
-    if len(ids) > 20:
-        abort(400, "Compare at most 20 runs at a time.")
     with database.admin_conn() as conn:
         runs = results.get_runs(conn, ids)
     missing = sorted(set(ids) - {r["id"] for r in runs})
@@ -383,13 +411,13 @@ def compare():
 
 
 @bp.get("/compare/series.json")
-def compare_series_json():
-    ids = params.ids_arg()
-    if len(ids) < 2 or len(ids) > 20:
-        abort(400, "Pick between 2 and 20 runs.")
-    out = []
+@inputs.page(query_model=inputs.CompareQuery)
+def compare_series_json(query: inputs.CompareQuery):
+    ids = query.ids
     for run_id in ids:
-        series = results.run_series(run_id)
-        out.append({"run_id": run_id, "charts": results.charts_from_series(series)})
-    current_app.logger.debug("compare series for %s", ids)
-    return jsonify(runs=out)
+        inputs.row_id(run_id, "run")
+    per_run = [(run_id, results.charts_from_series(results.run_series(run_id))) for run_id in ids]
+    return jsonify(
+        runs=[{"run_id": run_id, "charts": charts} for run_id, charts in per_run],
+        overlaid=results.overlay(per_run),
+    )

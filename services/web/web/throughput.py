@@ -2,7 +2,9 @@
 
 pgqueue's client offers counts by state (a cached aggregate that its leader refreshes every few seconds),
 not a rate. Each web process keeps the last few minutes of distinct refreshes and reports, per queue,
-the growth of `completed` (and `discarded`) per second between the oldest and newest of them. A rate
+the growth of `completed` per second between the oldest and newest of them: only workers complete a job.
+`discarded` is left out, since an operator's bulk discard would read as throughput (724/s of it once),
+and from counts alone it cannot be told from a worker's last failed attempt. A rate
 needs two refreshes, so a fresh process shows none at first; the cleaner deleting old completed jobs
 can make a window's rate read low (never negative: a drop is reported as 0).
 """
@@ -32,7 +34,7 @@ def observe(refreshed_at: dt.datetime | None, by_queue: dict[str, dict[str, int]
 
 
 def rates() -> dict[str, Any] | None:
-    """Jobs finished per second over the window, per queue and in all; None before two refreshes."""
+    """Jobs completed per second over the window, per queue and in all; None before two refreshes."""
     with _lock:
         if len(_samples) < 2:
             return None
@@ -44,8 +46,7 @@ def rates() -> dict[str, Any] | None:
     for queue in sorted(set(first) | set(last)):
         a, b = first.get(queue, {}), last.get(queue, {})
         per_queue[queue] = {
-            state: round(max(b.get(state, 0) - a.get(state, 0), 0) / seconds, 2)
-            for state in ("completed", "discarded")
+            "completed": round(max(b.get("completed", 0) - a.get("completed", 0), 0) / seconds, 2)
         }
     return {
         "window_seconds": round(seconds, 1),

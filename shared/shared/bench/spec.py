@@ -70,13 +70,15 @@ class Case(BaseModel):
     processes: Count = Field(1, ge=1, le=terms.MAX_PROCESSES)
     slots: Count = Field(10, ge=1, le=terms.MAX_SLOTS, description="slots per process")
     rate: float | None = Field(None, gt=0, le=terms.MAX_RATE, description="steady: arrivals per second")
-    bursts: Count | None = Field(
-        None, ge=1, le=terms.MAX_BURSTS, description="burst: equal bursts, 1 s apart"
+    # The bounds sit on the integer, before its validator: a bound on `Count | None` reaches the JSON
+    # schema as an unknown keyword (`ge`), which the API's schema readers ignore.
+    bursts: Annotated[int, Field(ge=1, le=terms.MAX_BURSTS), BeforeValidator(_not_bool)] | None = Field(
+        None, description="burst: equal bursts, 1 s apart"
     )
     fault: terms.Fault | None = None
     recording: StrictBool = True
-    repetitions: Count | None = Field(
-        None, ge=1, le=terms.MAX_REPETITIONS, description="overrides the spec's repetitions"
+    repetitions: Annotated[int, Field(ge=1, le=terms.MAX_REPETITIONS), BeforeValidator(_not_bool)] | None = (
+        Field(None, description="overrides the spec's repetitions")
     )
     workers_start: WorkersStart = "before_enqueue"
 

@@ -13,6 +13,7 @@ and threads), bound to 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import os
 import re
@@ -124,9 +125,12 @@ class Client:
 
 def timed(client: Client, path: str, n: int) -> list[float]:
     out = []
+    # the API takes HTTP Basic only (the pages' cookie is ignored there)
+    basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()}
+    headers = basic if path.startswith("/api/") else None
     for _ in range(n):
         t = time.perf_counter()
-        resp, _ = client.request("GET", path)
+        resp, _ = client.request("GET", path, headers=headers)
         out.append((time.perf_counter() - t) * 1000)
         if resp.status != 200:
             raise SystemExit(f"error: GET {path} answered {resp.status}")
@@ -137,6 +141,8 @@ def load(client: Client, path: str, rate: float, seconds: float, threads: int) -
     """Open loop: request i leaves at start + i/rate; latency counts from that scheduled time."""
     total = int(rate * seconds)
     latencies: list[float] = []
+    service: list[float] = []  # from the moment the request actually left
+    lags: list[float] = []  # how late it left: the generator's own threads competing for the cores
     errors: list[str] = []
     lock = threading.Lock()
     start = time.perf_counter() + 0.5
@@ -146,15 +152,18 @@ def load(client: Client, path: str, rate: float, seconds: float, threads: int) -
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        sent = time.perf_counter()
         try:
             resp, _ = client.request("GET", path)
             ok = resp.status == 200
             err = None if ok else f"HTTP {resp.status}"
         except Exception as exc:  # noqa: BLE001 - every failure is counted, not raised
             ok, err = False, type(exc).__name__
-        took = (time.perf_counter() - due) * 1000
+        done = time.perf_counter()
         with lock:
-            latencies.append(took)
+            latencies.append((done - due) * 1000)
+            service.append((done - sent) * 1000)
+            lags.append(max(sent - due, 0.0) * 1000)
             if not ok:
                 errors.append(err or "?")
 
@@ -167,6 +176,10 @@ def load(client: Client, path: str, rate: float, seconds: float, threads: int) -
         "achieved_rps": total / elapsed,
         **stats.percentiles(latencies, (50.0, 95.0, 99.0)),
         "max": max(latencies),
+        "service_p50": stats.median(service),
+        "service_p99": stats.percentiles(service, (99.0,))["p99"],
+        "send_lag_p50": stats.median(lags),
+        "send_lag_p99": stats.percentiles(lags, (99.0,))["p99"],
         "error_kinds": sorted(set(errors)),
     }
 
@@ -244,6 +257,19 @@ def main(argv: list[str] | None = None) -> int:
             "jobs, task=cpu": "/pgqueue/jobs?task=cpu",
             f"jobs, a page {args.jobs // 2:,} rows deep": f"/pgqueue/jobs?after={int(last_ids[0]) - args.jobs // 2}",
             "overview JSON /pgqueue/overview.json": "/pgqueue/overview.json",
+            "jobs, a task that matches nothing": "/pgqueue/jobs?task=nosuch",
+            "jobs, a queue that matches nothing": "/pgqueue/jobs?queue=nosuch",
+            "jobs, a task-name prefix that matches nothing": "/pgqueue/jobs?search=nosuch",
+            "bulk confirmation, cancel on queue=q0": "/pgqueue/jobs/bulk?action=cancel&queue=q0",
+            "bulk confirmation, retry on queue=q3": "/pgqueue/jobs/bulk?action=retry&queue=q3",
+            "API jobs, first page": "/api/pgqueue/jobs",
+            "API jobs, a task that matches nothing": "/api/pgqueue/jobs?task=nosuch",
+            "API count, no filter": "/api/pgqueue/jobs/count",
+            "API count, queue=q0": "/api/pgqueue/jobs/count?queue=q0",
+            "API count, a task that matches nothing": "/api/pgqueue/jobs/count?task=nosuch",
+            "API overview": "/api/pgqueue/overview",
+            "runs /runs/": "/runs/",
+            "Celery /celery/": "/celery/",
         }
         log("\n| page | median ms | p95 ms | samples |\n|---|---:|---:|---:|")
         for label, path in pages.items():
@@ -261,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             f"| requests | errors | achieved req/s | p50 ms | p95 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|\n"
             f"| {r['requests']} | {r['errors']} | {r['achieved_rps']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | "
             f"{r['p99']:.1f} | {r['max']:.1f} |"
+        )
+        log(
+            f"from the moment each request left: p50 {r['service_p50']:.1f} ms, p99 {r['service_p99']:.1f} ms; "
+            f"how late they left (the load generator's own threads on the same cores): p50 "
+            f"{r['send_lag_p50']:.1f} ms, p99 {r['send_lag_p99']:.1f} ms"
         )
         if r["errors"]:
             log(f"error kinds: {', '.join(r['error_kinds'])}")

@@ -18,6 +18,14 @@ from shared.pgqueue import queries
 from shared.pgqueue.jobs import STATES, InvalidJob, check_queue, check_state, raw_connection
 
 ACTIONS = ("retry", "cancel", "discard", "run_now")
+ACTION_STATES = {
+    "retry": ("retryable", "completed", "discarded", "cancelled"),
+    "run_now": ("scheduled", "retryable"),
+    "cancel": ("available", "scheduled", "running", "retryable"),
+    "discard": ("available", "scheduled", "running", "retryable"),
+}
+"""The states each action changes (the `action_*` queries' own state conditions, for counting ahead)."""
+MAX_JOB_ID = 2**63 - 1
 DEFAULT_COUNTS_MAX_AGE = 30.0
 LIST_LIMIT_MAX = 1000
 
@@ -37,8 +45,11 @@ def _filters(
     search_id = search_prefix = None
     if search is not None and str(search).strip():
         s = str(search).strip()
-        if s.isdigit():
+        # ASCII digits only: str.isdigit() accepts '²', which int() refuses.
+        if s.isascii() and s.isdigit():
             search_id = int(s)
+            if search_id > MAX_JOB_ID:
+                raise InvalidJob(f"search names job id {s[:40]}, and job ids are at most {MAX_JOB_ID}")
         else:
             # LIKE prefix: escape the wildcards the user typed
             search_prefix = s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -108,11 +119,24 @@ def count_matching(
     state: str | None = None,
     task: str | None = None,
     search: str | None = None,
+    states: Iterable[str] | None = None,
+    cap: int | None = None,
+    floor: int | None = None,
 ) -> int:
-    """How many jobs the listing filters match (the count shown before a bulk action)."""
+    """How many jobs the listing filters match, among `states` when given (`ACTION_STATES[action]`: the
+    jobs a bulk action would change), counting no further than `cap` when given, and for a filter on the
+    task or a task-name prefix only among the job ids from `floor` up when given (see `list_jobs_page`)."""
+    params = {
+        **_filters(queue, state, task, search),
+        "states": [check_state(s) for s in states] if states is not None else None,
+        "cap": int(cap) if cap is not None else None,
+        "floor": int(floor) if floor is not None else None,
+    }
+    # One branch per unfinished state uses their indexes; a task filter reads the table either way.
+    query = "count_matching_scan" if params["task"] or params["search_prefix"] else "count_matching"
     raw = raw_connection(conn)
     with raw.cursor(row_factory=tuple_row) as cur:
-        cur.execute(queries.get("count_matching"), _filters(queue, state, task, search), prepare=False)
+        cur.execute(queries.get(query), params, prepare=False)
         row = cur.fetchone()
     return int(row[0]) if row else 0
 
@@ -242,13 +266,16 @@ def list_jobs(
     search: str | None = None,
     after: int | None = None,
     limit: int = 50,
+    floor: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Jobs newest first, filtered; `after` is the last id of the previous page (keyset pagination)."""
+    """Jobs newest first, filtered; `after` is the last id of the previous page (keyset pagination),
+    and `floor`, when given, the lowest id to look at (see `list_jobs_page`)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT_MAX:
         raise InvalidJob(f"limit must be an integer from 1 to {LIST_LIMIT_MAX}, got {limit!r}")
     params = {
         **_filters(queue, state, task, search),
         "after": int(after) if after is not None else None,
+        "floor": int(floor) if floor is not None else None,
         "limit": limit,
     }
     raw = raw_connection(conn)
@@ -259,6 +286,54 @@ def list_jobs(
         r["params"] = _json(r["params"])
         r["meta"] = _json(r["meta"])
     return rows
+
+
+def scan_floor(conn: Any, scan: int, after: int | None = None) -> int | None:
+    """The lowest job id of a window of `scan` ids below `after` (below the newest job without it), or
+    None when the window reaches the oldest job (nothing would be left out)."""
+    raw = raw_connection(conn)
+    with raw.cursor(row_factory=tuple_row) as cur:
+        cur.execute(queries.get("job_id_bounds"))
+        lowest, highest = cur.fetchone() or (None, None)
+    if highest is None:
+        return None
+    top = min(int(after), highest + 1) if after is not None else highest + 1
+    floor = top - int(scan)
+    return None if lowest is not None and floor <= lowest else floor
+
+
+def list_jobs_page(
+    conn: Any,
+    *,
+    queue: str | None = None,
+    state: str | None = None,
+    task: str | None = None,
+    search: str | None = None,
+    after: int | None = None,
+    limit: int = 50,
+    scan: int = 100_000,
+) -> dict[str, Any]:
+    """One page of the listing that reads at most `scan` job ids when no index serves the filter.
+
+    A filter on the queue, the task or a task-name prefix is checked row by row; when few jobs match, a
+    page would read the whole table (90 ms at 1,000,000 jobs for a task name that matches nothing). Such a
+    page looks at the `scan` ids below `after` only. Returns `rows`, `next_after` (the cursor of the next
+    page: the last row's id, or the bottom of the window when it ran out first; None at the end) and
+    `scanned_from` (the lowest id the page looked at when the window bounded it, else None).
+    """
+    filters = _filters(queue, state, task, search)
+    bounded = scan and (filters["queue"] or filters["task"] or filters["search_prefix"])
+    floor = scan_floor(conn, scan, after) if bounded else None
+    rows = list_jobs(
+        conn, queue=queue, state=state, task=task, search=search, after=after, limit=limit, floor=floor
+    )
+    if len(rows) >= limit:
+        next_after = rows[-1]["id"]
+    elif floor is not None:
+        next_after = floor
+    else:
+        next_after = None
+    return {"rows": rows, "next_after": next_after, "scanned_from": floor}
 
 
 def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:

@@ -3,6 +3,8 @@
 (function () {
   "use strict";
   var palette = ["#2459c8", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#5c940d", "#495057"];
+  var dashes = [[], [8, 4], [2, 3], [12, 3, 2, 3]];
+  var points = ["circle", "rect", "triangle", "crossRot"];
 
   function draw(container, charts, prefix) {
     charts.forEach(function (c) {
@@ -20,8 +22,12 @@
         type: "line",
         data: {
           datasets: c.datasets.map(function (d, i) {
+            // a distinct dash and point per series, so that one drawn exactly over another (queue_wait
+            // under end_to_end when execution takes no time) still shows, and has its legend entry
             return { label: d.label, data: d.data, borderColor: palette[i % palette.length],
-                     backgroundColor: palette[i % palette.length], pointRadius: d.data.length < 40 ? 2 : 0, borderWidth: 1.5, parsing: false };
+                     backgroundColor: palette[i % palette.length], borderDash: dashes[i % dashes.length],
+                     pointStyle: points[i % points.length], pointRadius: d.data.length < 40 ? 3 : 0,
+                     borderWidth: 2, parsing: false };
           })
         },
         options: {
@@ -37,7 +43,9 @@
     fetch(container.getAttribute("data-url"), { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
       .then(function (data) {
-        if (data.runs) {
+        if (data.overlaid) {
+          draw(container, data.overlaid);  // the runs on one chart per figure, shared axes
+        } else if (data.runs) {
           data.runs.forEach(function (run) { draw(container, run.charts, "Run " + run.run_id + ": "); });
         } else {
           draw(container, data.charts || []);

@@ -1,4 +1,5 @@
-// Live progress of an experiment: polls its session-authenticated progress.json, reloads when it ends.
+// Live progress of an experiment: polls its session-authenticated progress.json, updates the bar and each
+// run's status in the tables, and reloads when the experiment ends (to show the finished runs' figures).
 (function () {
   "use strict";
   var box = document.getElementById("progress");
@@ -21,6 +22,14 @@
         status.textContent = p.status;
         status.className = "status " + p.status;
         box.setAttribute("data-status", p.status);
+        // the runs tables follow too: each run's status as the executor records it
+        (p.runs || []).forEach(function (r) {
+          var cell = document.querySelector('tr[data-run="' + r.id + '"] [data-run-status]');
+          if (cell && cell.textContent !== r.status) {
+            cell.textContent = r.status;
+            cell.className = "status " + r.status;
+          }
+        });
         if (active[p.status]) {
           setTimeout(tick, 1000);
         } else if (active[initial]) {

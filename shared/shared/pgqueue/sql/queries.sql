@@ -258,6 +258,8 @@ SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.counts'));
 
 -- list_jobs --
 -- The one listing query (admin pages, API, CLI, tests): optional filters, newest first, keyset on id.
+-- %(floor)s, when given, bounds the scan to ids from it up (the admin pages' scan budget: a filter that
+-- no index serves, such as a task name that matches nothing, would otherwise read the whole table).
 SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, created_at, attempted_at,
        finished_at, worker_id, unique_key, timeout, params, meta, jsonb_array_length(errors) AS error_count
   FROM queue.pgqueue_jobs
@@ -267,18 +269,88 @@ SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, cr
    AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
    AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text)
    AND (%(after)s::bigint IS NULL OR id < %(after)s::bigint)
+   AND (%(floor)s::bigint IS NULL OR id >= %(floor)s::bigint)
  ORDER BY id DESC
  LIMIT %(limit)s;
 
+-- job_id_bounds --
+-- The lowest and highest job ids (two ends of the primary key), where a bounded listing starts and stops.
+SELECT min(id), max(id) FROM queue.pgqueue_jobs;
+
 -- count_matching --
--- How many jobs the listing filters match (shown before a bulk action).
+-- How many jobs the listing filters match, among %(states)s when given (the states a bulk action
+-- changes), counting at most %(cap)s rows when given (LIMIT NULL counts them all). The unfinished
+-- states are counted one branch each so that each uses its partial index (the claim index leads with
+-- the queue; scheduled, retryable and running jobs are few); a branch whose state %(states)s or
+-- %(state)s excludes is pruned when the statement is planned with its values. At 1,000,000 jobs, the
+-- bulk confirmation of a cancel on a queue whose jobs had all finished took 90 ms as one scan of the
+-- table, 4 ms so. The finished states stay one branch: counted apart, each walked
+-- ix_pgqueue_jobs_finished (190 ms in all, against 100 ms for the one scan).
 SELECT count(*)
-  FROM queue.pgqueue_jobs
- WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-   AND (%(state)s::queue.pgqueue_job_state IS NULL OR state = %(state)s::queue.pgqueue_job_state)
-   AND (%(task)s::text IS NULL OR task = %(task)s::text)
-   AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
-   AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text);
+  FROM ((SELECT 1 FROM queue.pgqueue_jobs
+          WHERE state = 'available'
+            AND (%(states)s::text[] IS NULL OR 'available' = ANY(%(states)s::text[]))
+            AND (%(state)s::text IS NULL OR %(state)s::text = 'available')
+            AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+            AND (%(task)s::text IS NULL OR task = %(task)s::text)
+            AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
+            AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text))
+        UNION ALL
+        (SELECT 1 FROM queue.pgqueue_jobs
+          WHERE state = 'scheduled'
+            AND (%(states)s::text[] IS NULL OR 'scheduled' = ANY(%(states)s::text[]))
+            AND (%(state)s::text IS NULL OR %(state)s::text = 'scheduled')
+            AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+            AND (%(task)s::text IS NULL OR task = %(task)s::text)
+            AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
+            AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text))
+        UNION ALL
+        (SELECT 1 FROM queue.pgqueue_jobs
+          WHERE state = 'running'
+            AND (%(states)s::text[] IS NULL OR 'running' = ANY(%(states)s::text[]))
+            AND (%(state)s::text IS NULL OR %(state)s::text = 'running')
+            AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+            AND (%(task)s::text IS NULL OR task = %(task)s::text)
+            AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
+            AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text))
+        UNION ALL
+        (SELECT 1 FROM queue.pgqueue_jobs
+          WHERE state = 'retryable'
+            AND (%(states)s::text[] IS NULL OR 'retryable' = ANY(%(states)s::text[]))
+            AND (%(state)s::text IS NULL OR %(state)s::text = 'retryable')
+            AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+            AND (%(task)s::text IS NULL OR task = %(task)s::text)
+            AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
+            AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text))
+        UNION ALL
+        (SELECT 1 FROM queue.pgqueue_jobs
+          WHERE state IN ('completed', 'discarded', 'cancelled')
+            AND (%(states)s::text[] IS NULL OR state::text = ANY(%(states)s::text[]))
+            AND (%(states)s::text[] IS NULL
+                 OR %(states)s::text[] && ARRAY['completed', 'discarded', 'cancelled'])
+            AND (%(state)s::text IS NULL OR %(state)s::text IN ('completed', 'discarded', 'cancelled'))
+            AND (%(state)s::queue.pgqueue_job_state IS NULL OR state = %(state)s::queue.pgqueue_job_state)
+            AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+            AND (%(task)s::text IS NULL OR task = %(task)s::text)
+            AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
+            AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text))
+        LIMIT %(cap)s) matching;
+
+-- count_matching_scan --
+-- count_matching for a filter on the task or a task-name prefix, which no index serves: one scan of the
+-- table (in parallel where the server allows), cheaper than count_matching's five branches that would
+-- each read their part of it (156 ms against 90 ms at 1,000,000 jobs for a task that matches nothing).
+-- %(floor)s, when given, bounds the scan to ids from it up (the admin pages' scan budget, as list_jobs).
+SELECT count(*)
+  FROM (SELECT 1 FROM queue.pgqueue_jobs
+         WHERE (%(floor)s::bigint IS NULL OR id >= %(floor)s::bigint)
+           AND (%(states)s::text[] IS NULL OR state::text = ANY(%(states)s::text[]))
+           AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+           AND (%(state)s::queue.pgqueue_job_state IS NULL OR state = %(state)s::queue.pgqueue_job_state)
+           AND (%(task)s::text IS NULL OR task = %(task)s::text)
+           AND (%(search_id)s::bigint IS NULL OR id = %(search_id)s::bigint)
+           AND (%(search_prefix)s::text IS NULL OR task LIKE %(search_prefix)s::text)
+         LIMIT %(cap)s) matching;
 
 -- queue_busy --
 -- Whether queue %(queue)s still holds a job that is not finished: three lookups, each stopping at the
