@@ -393,3 +393,129 @@ def test_a_batch_holding_a_job_twice_completes_its_current_attempt(database_url,
     assert state_of(conn, failed) == "retryable"
     errors = conn.execute("SELECT errors FROM queue.pgqueue_jobs WHERE id = %s", (failed,)).fetchone()[0]
     assert [e["message"] for e in errors] == ["boom"], errors
+
+
+def finish(conn, ids, state="completed"):
+    """Put jobs where a worker's run leaves them: finished after one attempt."""
+    conn.execute(
+        "UPDATE queue.pgqueue_jobs SET state = %s::queue.pgqueue_job_state, attempt = 1, attempted_at = now(), "
+        "finished_at = now(), worker_id = 'w' WHERE id = ANY(%s)",
+        (state, list(ids)),
+    )
+
+
+def test_retry_of_finished_jobs_sharing_a_unique_key_retries_one_and_leaves_the_other(conn):
+    # Issue 17, defect 4: the NOT EXISTS of the retry cannot see the rows its own statement updates,
+    # so two finished jobs of one key were both made active and the unique index failed the whole retry.
+    older = pgqueue.enqueue(conn, "noop", unique_key="report:7")
+    finish(conn, [older])
+    newer = pgqueue.enqueue(conn, "noop", unique_key="report:7")
+    plain = pgqueue.enqueue(conn, "noop")
+    finish(conn, [newer, plain])
+    assert pgqueue.count_matching(conn, state="completed") == 3
+    assert pgqueue.bulk_action(conn, "retry", state="completed") == 2
+    assert (state_of(conn, older), state_of(conn, newer), state_of(conn, plain)) == (
+        "completed",
+        "available",
+        "available",
+    ), "the newest job of the key runs again; the other one is left alone"
+    finish(conn, [newer, plain], state="cancelled")
+    assert pgqueue.retry(conn, [older, newer]) == 1
+    assert sorted([state_of(conn, older), state_of(conn, newer)]) == ["available", "completed"]
+    # a key an active job holds is still left alone
+    assert pgqueue.retry(conn, [older, newer]) == 0
+
+
+@pytest.mark.parametrize(
+    "text", ["a NUL \x00 byte", "a lone \udc80 low surrogate", "a lone \ud83d high surrogate"]
+)
+def test_a_character_postgresql_cannot_store_is_an_invalid_job_not_a_database_error(conn, text):
+    # Issue 17, suspected: a NUL in params reached jsonb and came back as a raw DataError, which also
+    # aborted the caller's transaction.
+    for kwargs in ({"params": {"message": text}}, {"params": {text: 1}}, {"meta": {"note": [text]}}):
+        for key in (None, "k"):
+            with pytest.raises(pgqueue.InvalidJob, match="PostgreSQL cannot store"):
+                pgqueue.enqueue(conn, "always_fail", unique_key=key, **kwargs)
+            with pytest.raises(pgqueue.InvalidJob, match="PostgreSQL cannot store"):
+                pgqueue.enqueue_many(conn, [pgqueue.JobSpec("always_fail", unique_key=key, **kwargs)])
+    with pytest.raises(pgqueue.InvalidJob, match="PostgreSQL cannot store"):
+        pgqueue.register_cron(conn, "nul", "@every 1s", "always_fail", {"message": text})
+    with conn.transaction():
+        pgqueue.enqueue(conn, "noop")
+        with pytest.raises(pgqueue.InvalidJob):
+            pgqueue.enqueue(conn, "always_fail", {"message": text})
+        pgqueue.enqueue(conn, "noop")  # the caller's transaction is still usable
+    # what jsonb does take: a surrogate pair (an astral character), an escaped backslash before u0000
+    fine = {"message": "\ud83d\ude00 😀 \\u0000 \\\\ud83d"}
+    pgqueue.enqueue(conn, "always_fail", fine, meta={"note": "\\\x01"})
+    pgqueue.enqueue_many(conn, [pgqueue.JobSpec("always_fail", fine, meta={"note": "\\\x01"})])
+    assert conn.execute("SELECT count(*) FROM queue.pgqueue_jobs").fetchone()[0] == 4
+    stored = conn.execute("SELECT params->>'message' FROM queue.pgqueue_jobs WHERE task = 'always_fail'")
+    assert {r[0] for r in stored} == {"😀 😀 \\u0000 \\\\ud83d"}
+
+
+@pytest.mark.parametrize(
+    ("schedule", "fragment"),
+    [
+        ("0 0 31 2 *", "never fires"),
+        ("0 0 30 2 *", "never fires"),
+        ("0 0 31 4 *", "never fires"),
+        ("* 0 0 31 2 *", "never fires"),
+        ("@every 100000000h", "at most"),
+        ("@every 9000h", "at most"),
+    ],
+)
+def test_register_cron_refuses_a_schedule_that_never_fires_or_an_absurd_interval(conn, schedule, fragment):
+    # Issue 17, defect 1: croniter's is_valid passes 31 February, and an interval had no upper bound;
+    # the leader then failed on the entry's next tick.
+    with pytest.raises(pgqueue.InvalidJob, match=fragment):
+        pgqueue.register_cron(conn, "bad", schedule, "noop")
+    assert pgqueue.cron_entries(conn) == []
+    pgqueue.register_cron(conn, "leap-day", "0 0 29 2 *", "noop")  # rare, but it fires
+    pgqueue.register_cron(conn, "yearly", "@every 8760h", "noop")
+    assert {e["name"] for e in pgqueue.cron_entries(conn)} == {"leap-day", "yearly"}
+
+
+def test_cron_entries_never_raise_on_a_bad_row_and_show_its_error(conn):
+    # Issue 17, defect 1: an entry written before the schedule checks (or by hand) made the listing raise.
+    pgqueue.register_cron(conn, "good", "@every 10s", "noop")
+    for name, schedule in (("feb-31", "0 0 31 2 *"), ("huge", "@every 100000000h"), ("garbage", "soon")):
+        conn.execute(
+            "INSERT INTO queue.pgqueue_cron (name, schedule, task) VALUES (%s, %s, 'noop')", (name, schedule)
+        )
+    entries = {e["name"]: e for e in pgqueue.cron_entries(conn)}
+    assert entries["good"]["next_tick"] is not None and entries["good"]["error"] is None
+    for name in ("feb-31", "huge", "garbage"):
+        assert entries[name]["next_tick"] is None, entries[name]
+        assert entries[name]["error"], entries[name]
+    assert "never fires" in entries["feb-31"]["error"]
+    assert "invalid cron schedule" in entries["garbage"]["error"]
+
+
+def test_cleaner_finds_old_jobs_by_an_index_range_not_by_reading_every_finished_job(conn):
+    # Issue 17, suspected: the retention chosen by a CASE on the row's state made the finished_at
+    # comparison a filter, so the cleaner read every finished job's index entry on each run.
+    conn.execute(
+        "INSERT INTO queue.pgqueue_jobs (task, state, attempt, attempted_at, finished_at) "
+        "SELECT 'noop', 'completed', 1, now(), now() FROM generate_series(1, 20000)"
+    )
+    conn.execute(
+        "INSERT INTO queue.pgqueue_jobs (task, state, attempt, attempted_at, finished_at) "
+        "SELECT 'noop', s::queue.pgqueue_job_state, 1, now(), now() - interval '30 days' "
+        "FROM unnest(ARRAY['completed', 'discarded', 'cancelled']) AS s, generate_series(1, 10)"
+    )
+    conn.execute("ANALYZE queue.pgqueue_jobs")
+    args = {
+        "completed_retention": 86400.0,
+        "discarded_retention": 7 * 86400.0,
+        "cancelled_retention": 7 * 86400.0,
+        "limit": 10000,
+    }
+    nodes = generic_plan(conn, "clean", args)
+    kinds = {(n["Node Type"], n.get("Index Name")) for n in nodes}
+    assert not {k for k in kinds if k[0] in ("Seq Scan", "Bitmap Heap Scan")}, kinds
+    finished = [n for n in nodes if n.get("Index Name") == "ix_pgqueue_jobs_finished"]
+    assert finished and all("finished_at <" in n.get("Index Cond", "") for n in finished), finished
+    assert sum(n.get("Rows Removed by Filter", 0) for n in nodes) < 100, "the recent jobs were not read"
+    deleted = conn.execute(queries.get("clean"), args).rowcount
+    assert deleted == 30, "the old jobs of each state, none of the recent ones"

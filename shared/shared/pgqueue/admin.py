@@ -8,14 +8,16 @@ count over the table per call.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from shared.pgqueue import queries
-from shared.pgqueue.jobs import STATES, InvalidJob, check_queue, check_state, raw_connection
+from shared.pgqueue.jobs import STATES, InvalidJob, _atomic, check_queue, check_state, raw_connection
 
 ACTIONS = ("retry", "cancel", "discard", "run_now")
 ACTION_STATES = {
@@ -28,6 +30,8 @@ ACTION_STATES = {
 MAX_JOB_ID = 2**63 - 1
 DEFAULT_COUNTS_MAX_AGE = 30.0
 LIST_LIMIT_MAX = 1000
+RETRY_RACES = 3
+"""How often a retry is run again after a concurrent enqueue took one of its unique keys."""
 
 
 def _json(value: Any) -> Any:
@@ -73,10 +77,25 @@ def _action(conn: Any, action: str, ids: list[int] | None, filters: dict[str, An
     if action not in ACTIONS:
         raise InvalidJob(f"unknown action {action!r}; actions: {', '.join(ACTIONS)}")
     raw = raw_connection(conn)
-    with raw.cursor(row_factory=tuple_row) as cur:
-        cur.execute(queries.get(f"action_{action}"), {"ids": ids, **filters}, prepare=False)
-        row = cur.fetchone()
-    return int(row[0]) if row else 0
+    query, params = queries.get(f"action_{action}"), {"ids": ids, **filters}
+    if action != "retry":
+        with raw.cursor(row_factory=tuple_row) as cur:
+            cur.execute(query, params, prepare=False)
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
+    # A job enqueued meanwhile with the key of a job being retried fails the statement at commit of
+    # the enqueue; run again (in a savepoint, so the caller's transaction stays usable), the retry sees
+    # that job and leaves the key's old job alone.
+    for race in range(RETRY_RACES):
+        try:
+            with _atomic(raw), raw.cursor(row_factory=tuple_row) as cur:
+                cur.execute(query, params, prepare=False)
+                row = cur.fetchone()
+            return int(row[0]) if row else 0
+        except psycopg.errors.UniqueViolation:
+            if race == RETRY_RACES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def retry(conn: Any, job_ids: Iterable[int] | int) -> int:
@@ -361,17 +380,26 @@ def workers(conn: Any, alive_within: float = 30.0) -> list[dict[str, Any]]:
 
 
 def cron_entries(conn: Any) -> list[dict[str, Any]]:
-    """The cron entries with their last tick and the next one."""
+    """The cron entries with their last tick and the next one, and `error`: why an entry does not fire.
+
+    `error` and `failed_at` are the leader's, when it set the entry aside; an entry whose schedule the
+    leader has not met yet gets its schedule's problem as `error` here. Never raises for a bad row.
+    """
     from shared.pgqueue import cron
 
     raw = raw_connection(conn)
     with raw.cursor(row_factory=dict_row) as cur:
         cur.execute(queries.get("list_cron"))
         rows = cur.fetchall()
+    now = dt.datetime.now(dt.UTC)
     for r in rows:
         r["params"] = _json(r["params"])
+        r["next_tick"] = None
         try:
-            r["next_tick"] = cron.Schedule.parse(r["schedule"]).next_after(r["last_tick"])
-        except InvalidJob:
-            r["next_tick"] = None
+            sched = cron.Schedule.parse(r["schedule"])
+            sched.check_fires(now)
+            if r["failed_at"] is None:
+                r["next_tick"] = sched.next_after(r["last_tick"])
+        except Exception as exc:  # noqa: BLE001 - a bad row is shown with its error, never raised
+            r["error"] = r["error"] or str(exc) or type(exc).__name__
     return rows

@@ -31,6 +31,8 @@ from shared.pgqueue.jobs import (
 
 _EVERY = re.compile(r"^@every\s+(\d+(?:\.\d+)?)\s*(s|m|h)$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_INTERVAL = 366 * 86400.0
+"""The longest interval (a yearly entry); a longer one is a typo, and its ticks overflow datetime."""
 CRON_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
@@ -50,8 +52,11 @@ class Schedule:
         m = _EVERY.match(s)
         if m:
             seconds = float(m.group(1)) * _UNITS[m.group(2)]
-            if seconds < 1:
-                raise InvalidJob(f"cron interval must be at least 1 second, got {text!r}")
+            if not 1 <= seconds <= MAX_INTERVAL:
+                raise InvalidJob(
+                    f"cron interval must be at least 1 second and at most {MAX_INTERVAL / 3600:.0f}h "
+                    f"(366 days), got {text!r}"
+                )
             return cls(s, seconds)
         fields = s.split(" ")
         if len(fields) in (5, 6) and croniter.is_valid(s, second_at_beginning=len(fields) == 6):
@@ -60,6 +65,17 @@ class Schedule:
             f"invalid cron schedule {text!r}: use 5 cron fields (min hour day month weekday), 6 with seconds "
             "first ('*/5 * * * * *'), or an interval ('@every 10s', '@every 5m')"
         )
+
+    def check_fires(self, now: dt.datetime) -> dt.datetime:
+        """The first tick after `now`, or `InvalidJob` for a schedule that can never fire.
+
+        croniter's syntax check passes dates that do not exist (`0 0 31 2 *`); its search for the next
+        one then fails, at every run of the leader's cron service.
+        """
+        try:
+            return self.next_after(now)
+        except (ValueError, OverflowError, ArithmeticError) as exc:  # CroniterBadDateError is a ValueError
+            raise InvalidJob(f"cron schedule {self.text!r} never fires ({exc})") from None
 
     def next_after(self, t: dt.datetime) -> dt.datetime:
         if self.interval is not None:
@@ -100,10 +116,14 @@ def register_cron(
     max_attempts: int | None = None,
     enabled: bool = True,
 ) -> None:
-    """Create or update cron entry `name` (validated like `enqueue`); a new entry ticks from now on."""
+    """Create or update cron entry `name` (validated like `enqueue`); a new entry ticks from now on.
+
+    A schedule that never fires is refused. Updating an entry clears the error that made the leader
+    set it aside (`failed_at`), so it fires again.
+    """
     if not isinstance(name, str) or not CRON_NAME.match(name):
         raise InvalidJob(f"invalid cron entry name {name!r}: use 1 to 100 of A-Z a-z 0-9 _ . : -")
-    Schedule.parse(schedule)
+    Schedule.parse(schedule).check_fires(dt.datetime.now(dt.UTC))
     _check_task(task)
     values = {
         "name": name,

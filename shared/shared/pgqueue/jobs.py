@@ -38,6 +38,8 @@ _COPY_CHUNK = 1 << 18
 _ENQUEUE_NOW = queries.get("enqueue_now")
 _ENQUEUE = queries.get("enqueue")
 _ENQUEUE_UNIQUE = queries.get("enqueue_unique")
+# One escape of our encoder's output (ensure_ascii: every non-ASCII character is a \uXXXX escape).
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)")
 
 
 class InvalidJob(ValueError):
@@ -149,11 +151,41 @@ def _check_run_at(value: Any) -> dt.datetime | None:
     raise InvalidJob(f"run_at must be a datetime, a timedelta or epoch seconds, got {value!r}")
 
 
+def _jsonb_refuses(text: str) -> bool:
+    """Whether PostgreSQL's jsonb refuses our encoder's `text`: a NUL (`\\u0000`) or a surrogate escape
+    that is not half of a pair. Called only for text holding a backslash, rare in job arguments."""
+    pending_high = -1  # where the escape after an unpaired high surrogate must start
+    for m in _ESCAPE.finditer(text):
+        code = int(m.group(1), 16) if m.group(1) else None
+        if pending_high >= 0:
+            if m.start() != pending_high or code is None or not 0xDC00 <= code <= 0xDFFF:
+                return True
+            pending_high = -1
+            continue
+        if code is None:
+            continue
+        if code == 0 or 0xDC00 <= code <= 0xDFFF:
+            return True
+        if 0xD800 <= code <= 0xDBFF:
+            pending_high = m.end()
+    return pending_high >= 0
+
+
+def _check_storable(text: str, what: str, task: str) -> str:
+    if _jsonb_refuses(text):
+        raise InvalidJob(
+            f"{what} of task {task!r} holds a character PostgreSQL cannot store (a NUL, or half of a "
+            "surrogate pair): remove it, or send bytes as base64"
+        )
+    return text
+
+
 def _encode(value: Any, what: str, task: str) -> str:
     try:
-        return _ENCODER.encode(value)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"{what} of task {task!r} cannot be encoded as JSON: {exc}") from None
+    return _check_storable(text, what, task) if "\\" in text else text
 
 
 def _encode_params(params: Any, task: str) -> str:
@@ -377,7 +409,7 @@ def _encode_jobs(jobs: Iterable[JobSpec], stream: _CopyStream) -> tuple[list[str
             except (TypeError, ValueError):
                 m = _encode_meta(meta, task)  # raises with the message
             if "\\" in m:
-                m = m.replace("\\", "\\\\")
+                m = _check_storable(m, "meta", task).replace("\\", "\\\\")
         else:
             m = _copy_field(_encode_meta(meta, task))
         t = "\\N" if timeout is None else repr(timeout)

@@ -216,17 +216,33 @@ SELECT (SELECT count(*) FROM made), (SELECT count(*) FROM notified);
 
 -- clean --
 -- The cleaner (leader only): delete finished jobs past their state's retention, a bounded batch at a time.
-WITH old AS (
+-- One ordered range of ix_pgqueue_jobs_finished per state, oldest first: a retention chosen by a CASE
+-- on the row's state is a filter, not a range, and made each run read every finished job.
+WITH old_completed AS (
     SELECT id FROM queue.pgqueue_jobs
-     WHERE state IN ('completed', 'discarded', 'cancelled')
-       AND finished_at < now() - make_interval(secs => CASE state
-               WHEN 'completed' THEN %(completed_retention)s
-               WHEN 'discarded' THEN %(discarded_retention)s
-               ELSE %(cancelled_retention)s END)
+     WHERE state = 'completed' AND finished_at < now() - make_interval(secs => %(completed_retention)s::float8)
+     ORDER BY finished_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+),
+old_discarded AS (
+    SELECT id FROM queue.pgqueue_jobs
+     WHERE state = 'discarded' AND finished_at < now() - make_interval(secs => %(discarded_retention)s::float8)
+     ORDER BY finished_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+),
+old_cancelled AS (
+    SELECT id FROM queue.pgqueue_jobs
+     WHERE state = 'cancelled' AND finished_at < now() - make_interval(secs => %(cancelled_retention)s::float8)
+     ORDER BY finished_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
 )
-DELETE FROM queue.pgqueue_jobs j USING old WHERE j.id = old.id;
+-- found by `id = ANY`, a primary-key index condition (a join to the CTEs was a hash of the whole table)
+DELETE FROM queue.pgqueue_jobs j
+ WHERE j.id = ANY(ARRAY(SELECT id FROM old_completed UNION ALL SELECT id FROM old_discarded
+                        UNION ALL SELECT id FROM old_cancelled));
 
 -- clean_workers --
 -- The cleaner also forgets worker rows that stopped (or went silent) long ago and own no running job.
@@ -380,22 +396,39 @@ SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, cr
 -- Retry (operator): finished or retryable jobs run again now. An exhausted job gets one more attempt;
 -- a job whose unique key another active job holds is left alone. Applies to the ids, or to the
 -- listing filters when ids is NULL.
-WITH upd AS (
-    UPDATE queue.pgqueue_jobs j
-       SET state = 'available', run_at = now(), finished_at = NULL,
-           max_attempts = greatest(j.max_attempts, j.attempt + 1)
+WITH candidates AS (
+    SELECT j.id, j.unique_key
+      FROM queue.pgqueue_jobs j
      WHERE j.state IN ('retryable', 'completed', 'discarded', 'cancelled')
        AND j.attempt < 1000
-       AND (j.unique_key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM queue.pgqueue_jobs o
-             WHERE o.unique_key = j.unique_key AND o.id <> j.id
-               AND o.state IN ('available', 'scheduled', 'running', 'retryable')))
        AND (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
        AND (%(state)s::queue.pgqueue_job_state IS NULL OR j.state = %(state)s::queue.pgqueue_job_state)
        AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
        AND (%(search_id)s::bigint IS NULL OR j.id = %(search_id)s::bigint)
        AND (%(search_prefix)s::text IS NULL OR j.task LIKE %(search_prefix)s::text)
+),
+chosen AS (
+    -- one job per unique key: the statement cannot see the rows it updates itself, so two finished
+    -- jobs of one key would both become active and the unique index would fail the whole retry.
+    -- A key another active job holds is left alone; of the candidates of a free key, the newest runs.
+    SELECT id FROM candidates WHERE unique_key IS NULL
+    UNION ALL
+    (SELECT DISTINCT ON (c.unique_key) c.id
+       FROM candidates c
+      WHERE c.unique_key IS NOT NULL
+        AND NOT EXISTS (
+            SELECT 1 FROM queue.pgqueue_jobs o
+             WHERE o.unique_key = c.unique_key AND o.id <> c.id
+               AND o.state IN ('available', 'scheduled', 'running', 'retryable'))
+      ORDER BY c.unique_key, c.id DESC)
+),
+upd AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = 'available', run_at = now(), finished_at = NULL,
+           max_attempts = greatest(j.max_attempts, j.attempt + 1)
+     WHERE j.id IN (SELECT id FROM chosen)
+       AND j.state IN ('retryable', 'completed', 'discarded', 'cancelled')
     RETURNING j.queue
 ),
 notified AS (SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM upd) q)
@@ -482,12 +515,13 @@ SELECT id, host, pid, queues, processes, slots, info, started_at, heartbeat_at, 
 
 -- upsert_cron --
 -- A cron entry; a new entry starts ticking from now (no backfill), a changed one keeps its last tick.
+-- Registering an entry again clears the error that made the leader set it aside.
 INSERT INTO queue.pgqueue_cron (name, schedule, task, params, queue, priority, max_attempts, enabled)
 VALUES (%(name)s, %(schedule)s, %(task)s, %(params)s::jsonb, %(queue)s, %(priority)s, %(max_attempts)s, %(enabled)s)
 ON CONFLICT (name) DO UPDATE
    SET schedule = EXCLUDED.schedule, task = EXCLUDED.task, params = EXCLUDED.params, queue = EXCLUDED.queue,
        priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts, enabled = EXCLUDED.enabled,
-       updated_at = now()
+       error = NULL, failed_at = NULL, updated_at = now()
 RETURNING name;
 
 -- delete_cron --
@@ -495,14 +529,19 @@ DELETE FROM queue.pgqueue_cron WHERE name = %(name)s;
 
 -- list_cron --
 SELECT name, schedule, task, params, queue, priority, max_attempts, enabled, last_tick, last_job_id,
-       created_at, updated_at
+       error, failed_at, created_at, updated_at
   FROM queue.pgqueue_cron ORDER BY name;
 
 -- lock_due_cron --
--- The cron service (leader only) locks the enabled entries; the tick enqueues and the last_tick
--- advance commit together, so no tick fires twice even across a change of leader.
+-- The cron service (leader only) locks the enabled entries that have not failed; the tick enqueues and
+-- the last_tick advance commit together, so no tick fires twice even across a change of leader.
 SELECT name, schedule, task, params, queue, priority, max_attempts, last_tick, now() AS db_now
-  FROM queue.pgqueue_cron WHERE enabled ORDER BY name FOR UPDATE SKIP LOCKED;
+  FROM queue.pgqueue_cron WHERE enabled AND failed_at IS NULL ORDER BY name FOR UPDATE SKIP LOCKED;
+
+-- fail_cron --
+-- The cron service sets aside an entry it cannot run (its schedule never fires, its tick raised):
+-- it no longer fires, and the admin sees why, until it is registered again.
+UPDATE queue.pgqueue_cron SET error = %(error)s, failed_at = now() WHERE name = %(name)s;
 
 -- advance_cron --
 UPDATE queue.pgqueue_cron SET last_tick = %(last_tick)s, last_job_id = coalesce(%(job_id)s, last_job_id)
