@@ -4,17 +4,21 @@ A batch is flushed every `flush_interval`, or sooner when half the bound is reac
 Failures go first, then successes, in one transaction. Both statements carry the ownership check
 (still running, this attempt, this worker), so a late or repeated completion changes nothing. While
 the database is away the batch is kept and retried; when `bound` completions wait, the slots block
-(back-pressure), so at most `bound` plus one flush in progress can be lost with the process.
+(back-pressure), so at most `bound` plus one flush in progress can be lost with the process. A batch
+refused for the data of a row (not for the connection) is written again row by row, so that the good
+rows commit and the bad one is stored with a sanitised error: retried whole, it would never pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -34,13 +38,57 @@ class Failure:
     error: dict
 
 
+ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+"""SQLSTATE classes 22 and 23: a row's data was refused. The same batch would be refused again."""
+
+
+def storable(text: str) -> str:
+    """`text` as PostgreSQL can store it: a NUL becomes the two characters `\\0` (as the spool writes it)
+    and a lone surrogate its `\\udXXX` escape. For the failure path only."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def _sanitised(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): _sanitised(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sanitised(v) for v in value]
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    # a job's exception is the job's code: its __str__ may raise, and the slot must go on
+    try:
+        return str(exc)
+    except BaseException as inner:  # noqa: BLE001
+        return f"<str() of this {type(exc).__name__} raised {type(inner).__name__}>"
+
+
+def _format_traceback(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except BaseException as inner:  # noqa: BLE001
+        return f"<the traceback could not be formatted: {type(inner).__name__}>"
+
+
 def error_record(exc: BaseException, attempt: int, worker_id: str, tb: bool = True) -> dict:
-    """What is stored for one failed attempt: class, message, traceback, attempt, worker."""
+    """What is stored for one failed attempt: class, message, traceback, attempt, worker.
+
+    Never raises, whatever the exception does, and returns text PostgreSQL can store (`storable`).
+    """
     return {
         "attempt": attempt,
-        "class": type(exc).__name__,
-        "message": str(exc)[:2000],
-        "traceback": "".join(traceback.format_exception(exc))[-8000:] if tb else None,
+        "class": storable(type(exc).__name__),
+        "message": storable(_describe(exc)[:2000]),
+        "traceback": storable(_format_traceback(exc)[-8000:]) if tb else None,
         "worker_id": worker_id,
     }
 
@@ -162,18 +210,27 @@ class Completer(threading.Thread):
                     options=queries.HOT_PATH_OPTIONS,
                 )
             conn = self._conn
-            if not sent_failures:
-                # the common case: one statement in autocommit, one round trip (no BEGIN/COMMIT)
-                conn.execute(
-                    queries.get("complete"),
-                    {"ids": sent_ids, "attempts": sent_attempts, "worker_id": self.worker_id},
+            try:
+                if not sent_failures:
+                    # the common case: one statement in autocommit, one round trip (no BEGIN/COMMIT)
+                    conn.execute(
+                        queries.get("complete"),
+                        {"ids": sent_ids, "attempts": sent_attempts, "worker_id": self.worker_id},
+                    )
+                else:
+                    self._write_with_failures(conn, sent_ids, sent_attempts, sent_failures)
+            except ROW_ERRORS as exc:
+                log.warning(
+                    "completion flush of %d refused for a row's data, writing each row alone: %s",
+                    len(ids) + len(failures),
+                    _first_line(exc),
                 )
-            else:
-                self._write_with_failures(conn, sent_ids, sent_attempts, sent_failures)
+                self._write_rows_alone(conn, sent_ids, sent_attempts, sent_failures)
         except psycopg.Error as exc:
             self.errors += 1
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.warning("completion flush of %d failed, will retry: %s", len(ids) + len(failures), first)
+            log.warning(
+                "completion flush of %d failed, will retry: %s", len(ids) + len(failures), _first_line(exc)
+            )
             if self._conn is not None:
                 self._conn.close()
             self._conn = None
@@ -190,6 +247,46 @@ class Completer(threading.Thread):
             self.failed += len(failures)
             self.flushes += 1
         return True
+
+    def _write_rows_alone(
+        self, conn: psycopg.Connection, ids: list[int], attempts: list[int], failures: list[Failure]
+    ) -> None:
+        """After a batch was refused for a row's data: each row in a statement of its own. A failure's
+        error is sanitised, then cut down to its class and attempt if it is still refused; a row refused
+        even so goes back to available with its attempt given back, never left running under this
+        process's live heartbeat. A lost connection raises: the batch is kept and written again, and
+        what was written already is left alone by the ownership check."""
+
+        def written(write: Any, *args: Any) -> bool:
+            try:
+                write(*args)
+                return True
+            except ROW_ERRORS as exc:
+                log.warning("a completion row was refused: %s", _first_line(exc))
+                return False
+
+        refused: list[int] = []
+        complete = queries.get("complete")
+        for job_id, attempt in zip(ids, attempts, strict=True):
+            params = {"ids": [job_id], "attempts": [attempt], "worker_id": self.worker_id}
+            if not written(conn.execute, complete, params):
+                refused.append(job_id)
+        for f in failures:
+            bare = {
+                "attempt": f.attempt,
+                "class": "UnstorableError",
+                "message": "the error of this attempt could not be stored",
+                "traceback": None,
+                "worker_id": self.worker_id,
+            }
+            for error in (_sanitised(f.error), bare):
+                if written(self._write_with_failures, conn, [], [], [dataclasses.replace(f, error=error)]):
+                    break
+            else:
+                refused.append(f.id)
+        if refused:
+            log.error("job(s) %s: the outcome could not be written; handing them back", refused)
+            conn.execute(queries.get("hand_back"), {"ids": refused, "worker_id": self.worker_id})
 
     def _write_with_failures(
         self, conn: psycopg.Connection, ids: list[int], attempts: list[int], failures: list[Failure]
@@ -232,3 +329,8 @@ class Completer(threading.Thread):
 
     def describe(self) -> str:
         return json.dumps({"completed": self.completed, "failed": self.failed, "flushes": self.flushes})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

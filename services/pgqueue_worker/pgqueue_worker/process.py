@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import logging
+import math
 import os
 import signal
 import sys
@@ -35,6 +36,10 @@ log = logging.getLogger("pgqueue_worker.process")
 
 EXIT_STUCK = 3
 PREFETCH_SECONDS = 0.1  # hold about this much work beyond the busy slots (capped by --prefetch)
+HOLD_SECONDS = 0.5
+"""A claimed job waits in the process only if it should start within about this long: every HOLD_SECONDS
+the fetcher hands back what the process will not start by then at its current rate (all of it when no
+job finished and nothing was claimed meanwhile), so that another process may run it now."""
 PR_SET_PDEATHSIG = 1
 
 
@@ -125,7 +130,7 @@ class WorkerProcess:
             bound=cfg.completion_bound,
             retry_base=cfg.retry_base,
         )
-        self.listener = Listener(database_url, self.queues, self._on_wake)
+        self.listener = Listener(database_url, self.queues, self._on_wake, self._on_recheck)
         self.heartbeat = heartbeat.Heartbeat(
             heartbeat.WorkerIdentity(
                 worker_id,
@@ -152,6 +157,15 @@ class WorkerProcess:
         self._rr = 0
         self.claimed = 0
         self.claims = 0
+        # when the fetcher next looks at the deadlines (monotonic; a slot starting a job with an earlier
+        # deadline wakes it), under self.cond
+        self._timer_at = math.inf
+        # the hold check (HOLD_SECONDS): when it runs next, `done` when it last ran, a claim since then
+        self._hold_at = 0.0
+        self._hold_done = 0
+        self._claimed_since_hold = False
+        self._recheck = False  # a cancel, discard or pause: re-check the jobs held and not started
+        self.handed_back = 0
 
     # --- how much to hold ----------------------------------------------------------------------------
 
@@ -187,12 +201,17 @@ class WorkerProcess:
             self.drained[queue] = False
         self.wake.set()
 
+    def _on_recheck(self) -> None:
+        self._recheck = True
+        self.wake.set()
+
     # --- the slots -----------------------------------------------------------------------------------
 
     def _slot_loop(self, slot: Slot) -> None:
         cond = self.cond
         buffer = self.buffer
         while True:
+            timer = False
             with cond:
                 while not buffer:
                     if self.stopping.is_set():
@@ -202,9 +221,13 @@ class WorkerProcess:
                 self.busy += 1
                 if job.timeout:
                     job.deadline = time.monotonic() + job.timeout
+                    # the fetcher may sleep past this deadline (up to --poll-interval): wake it
+                    if job.deadline < self._timer_at:
+                        self._timer_at = job.deadline
+                        timer = True
                 slot.job = job
                 ask = len(buffer) <= self.low_water
-            if ask and not self.wake.is_set() and not all(self.drained.values()):
+            if timer or (ask and not self.wake.is_set() and not all(self.drained.values())):
                 self.wake.set()
             self._run(job, slot)
 
@@ -224,30 +247,41 @@ class WorkerProcess:
             outcome, unknown = exc, True
         except BaseException as exc:  # noqa: BLE001 - a job's failure, whatever it is, is recorded
             outcome = exc
-        with self.cond:
-            late = job.timed_out
-            slot.job = None
-            self.busy -= 1
-            self.done += 1
+        late = False
+        if job.deadline is not None:
+            with self.cond:
+                late = job.timed_out
+                job.deadline = None  # finished: the deadline watcher leaves this attempt alone
+        # The outcome reaches the completer before the slot lets go of the job, so that the job is
+        # always known to this process (held, running or pending): the hand-back of unknown jobs after
+        # a lost connection must never take a finished job for one a lost claim gave us.
+        try:
             if late:
-                self.stuck -= 1
-        if late:
-            # The attempt was already failed when its deadline passed. Send the late success anyway:
-            # the ownership check in the completion query ignores it.
-            log.info(
-                "job %s attempt %s finished after its timeout; its completion is ignored", job.id, job.attempt
-            )
-            if outcome is None:
+                # The attempt was already failed when its deadline passed. Send the late success
+                # anyway: the ownership check in the completion query ignores it.
+                log.info(
+                    "job %s attempt %s finished after its timeout; its completion is ignored",
+                    job.id,
+                    job.attempt,
+                )
+                if outcome is None:
+                    self.completer.complete(job.id, job.attempt)
+            elif outcome is None:
                 self.completer.complete(job.id, job.attempt)
-            return
-        if outcome is None:
-            self.completer.complete(job.id, job.attempt)
-        else:
-            if unknown:
-                log.error("job %s: %s; discarding it", job.id, outcome)
-            self.completer.fail(
-                job.id, job.attempt, error_record(outcome, job.attempt, self.worker_id), discard=unknown
-            )
+            else:
+                if unknown:
+                    log.error("job %s: %s; discarding it", job.id, outcome)
+                self.completer.fail(
+                    job.id, job.attempt, error_record(outcome, job.attempt, self.worker_id), discard=unknown
+                )
+        finally:
+            # whatever happened above, the slot goes on with the next job
+            with self.cond:
+                slot.job = None
+                self.busy -= 1
+                self.done += 1
+                if late:
+                    self.stuck -= 1
         if not self.wake.is_set() and not self.buffer and not all(self.drained.values()):
             self.wake.set()
 
@@ -270,6 +304,7 @@ class WorkerProcess:
                 else:
                     left = job.deadline - now
                     next_in = left if next_in is None else min(next_in, left)
+            self._timer_at = math.inf if next_in is None else now + next_in
         for job in expired:
             exc = contract.JobTimeout(
                 f"job {job.id} ran past its timeout of {job.timeout}s (attempt {job.attempt})"
@@ -331,10 +366,80 @@ class WorkerProcess:
             if len(jobs) >= limit:
                 self.drained[queue] = False
             if jobs:
+                self._claimed_since_hold = True
                 with self.cond:
                     self.buffer.extend(jobs)
                     self.cond.notify(len(jobs))
         self._rr += 1
+
+    # --- giving back what the process should not hold --------------------------------------------------
+
+    def _hand_back_held(self, jobs: list[Job]) -> int:
+        """Hand back claimed jobs no slot took (the attempt counted at claim is given back), on the
+        fetcher's connection; on an error they go back to the tail of the buffer and the error is raised."""
+        try:
+            with self._connection().cursor(row_factory=tuple_row) as cur:
+                cur.execute(
+                    queries.get("hand_back"), {"ids": [j.id for j in jobs], "worker_id": self.worker_id}
+                )
+                row = cur.fetchone()
+        except psycopg.Error:
+            with self.cond:
+                self.buffer.extend(jobs)
+                self.cond.notify(len(jobs))
+            raise
+        n = int(row[0]) if row else 0
+        self.handed_back += n
+        return n
+
+    def _release_hoard(self) -> None:
+        """Every HOLD_SECONDS: hand back the held jobs this process will not start within HOLD_SECONDS at
+        its current rate (all of them when no job finished and nothing was claimed since the last check:
+        every slot is busy with long jobs). A process that claimed short jobs at a high rate and then
+        met long ones would otherwise keep them from an idle process (docs/pgqueue.md, "Claim")."""
+        now = time.monotonic()
+        if now < self._hold_at:
+            return
+        self._hold_at = now + HOLD_SECONDS
+        done = self.done
+        progressed = done != self._hold_done or self._claimed_since_hold
+        self._hold_done, self._claimed_since_hold = done, False
+        keep = int(self.rate * HOLD_SECONDS) if progressed else 0
+        with self.cond:
+            if len(self.buffer) <= keep:
+                return
+            # from the tail: the jobs that would start last
+            excess = [self.buffer.pop() for _ in range(len(self.buffer) - keep)]
+        excess.reverse()
+        n = self._hand_back_held(excess)
+        log.info("handed back %d held job(s) that would not start within %.1fs", n, HOLD_SECONDS)
+
+    def _recheck_held(self) -> None:
+        """After a cancel, discard or pause: drop the held jobs that were cancelled or discarded, and hand
+        back those of a paused queue, so that none of them starts."""
+        self._recheck = False
+        with self.cond:
+            held = list(self.buffer)
+            self.buffer.clear()
+        if not held:
+            return
+        keep = {j.id for j in held}  # on an error all stay, and the re-check runs again
+        try:
+            with self._connection().cursor(row_factory=tuple_row) as cur:
+                cur.execute(
+                    queries.get("recheck_held"), {"ids": [j.id for j in held], "worker_id": self.worker_id}
+                )
+                keep = {r[0] for r in cur.fetchall()}
+        except psycopg.Error:
+            self._recheck = True
+            raise
+        finally:
+            kept = [j for j in held if j.id in keep]
+            with self.cond:
+                self.buffer.extendleft(reversed(kept))
+                self.cond.notify(len(kept))
+        if len(kept) < len(held):
+            log.info("dropped %d held job(s) that were cancelled, discarded or paused", len(held) - len(kept))
 
     def _recover_after_error(self) -> None:
         """After a lost connection: hand back jobs a lost claim answer may have given us."""
@@ -353,6 +458,8 @@ class WorkerProcess:
         need_recovery = False
         poll_at = time.monotonic()
         while not self.stopping.is_set():
+            # cleared first: a wake-up while this round runs (a NOTIFY, a slot's deadline) runs another
+            self.wake.clear()
             next_deadline = self._check_deadlines()
             self._adapt()
             if self.stuck >= self.cfg.threads:
@@ -360,11 +467,13 @@ class WorkerProcess:
                     "all %d slots are stuck past their deadlines; exiting to be replaced", self.cfg.threads
                 )
                 return EXIT_STUCK
-            self.wake.clear()
             try:
                 if need_recovery:
                     self._recover_after_error()
                     need_recovery = False
+                if self._recheck:
+                    self._recheck_held()
+                self._release_hoard()
                 if time.monotonic() >= poll_at:
                     # the polling backstop: try every queue even without a NOTIFY
                     for q in self.drained:
@@ -385,6 +494,8 @@ class WorkerProcess:
             timeout = max(0.0, poll_at - time.monotonic())
             if next_deadline is not None:
                 timeout = min(timeout, next_deadline + 0.005)
+            if self.buffer:
+                timeout = min(timeout, max(0.0, self._hold_at - time.monotonic()) + 0.005)
             self.wake.wait(timeout)
         return 0
 
@@ -404,14 +515,30 @@ class WorkerProcess:
             )
             slot.thread.start()
 
+    def _hand_back_at_shutdown(self, ids: list[int], what: str) -> None:
+        # a connection of its own, committing synchronously: the process is about to exit
+        try:
+            with db.connect(self.database_url, role="pgqueue-fetcher", autocommit=True) as conn:
+                row = conn.execute(
+                    queries.get("hand_back"), {"ids": ids, "worker_id": self.worker_id}
+                ).fetchone()
+            log.info("handed back %d job(s) %s without penalty", row[0] if row else 0, what)
+        except psycopg.Error as exc:
+            log.warning("could not hand back %d job(s) %s; the rescuer will: %s", len(ids), what, exc)
+
     def shutdown(self, code: int) -> int:
-        """Stop claiming, let running jobs finish up to the deadline, hand back the rest, flush."""
+        """Stop claiming, hand back the jobs not started at once, let running jobs finish up to the
+        deadline, flush, hand back what still runs."""
         self.stopping.set()
         with self.cond:
             unstarted = [j.id for j in self.buffer]
             self.buffer.clear()
             self.cond.notify_all()
         self.listener.stop()
+        if unstarted:
+            # at once, not after the running jobs: another process may run them now, and a SIGKILL
+            # during the wait would cost each of them an attempt
+            self._hand_back_at_shutdown(unstarted, "not started")
         deadline = time.monotonic() + (self.cfg.shutdown_timeout if code == 0 else 0.0)
         while time.monotonic() < deadline:
             self._check_deadlines()
@@ -422,21 +549,8 @@ class WorkerProcess:
         with self.cond:
             unfinished = [s.job.id for s in self.slots if s.job is not None and not s.job.timed_out]
         flushed = self.completer.stop(timeout=10.0)
-        back = unstarted + unfinished
-        if back:
-            try:
-                with db.connect(self.database_url, role="pgqueue-fetcher", autocommit=True) as conn:
-                    row = conn.execute(
-                        queries.get("hand_back"), {"ids": back, "worker_id": self.worker_id}
-                    ).fetchone()
-                log.info(
-                    "handed back %d job(s) without penalty (%d not started, %d still running)",
-                    row[0] if row else 0,
-                    len(unstarted),
-                    len(unfinished),
-                )
-            except psycopg.Error as exc:
-                log.warning("could not hand back %d job(s); the rescuer will: %s", len(back), exc)
+        if unfinished:
+            self._hand_back_at_shutdown(unfinished, "still running")
         if not flushed:
             log.warning("some completions could not be written; the rescuer will retry those jobs")
         if self._conn is not None:
@@ -445,10 +559,11 @@ class WorkerProcess:
         if self.recorder is not None:
             self.recorder.close()
         log.info(
-            "process %s stopped: %d claimed in %d claims, %s",
+            "process %s stopped: %d claimed in %d claims, %d handed back while running, %s",
             self.worker_id,
             self.claimed,
             self.claims,
+            self.handed_back,
             self.completer.describe(),
         )
         return code

@@ -23,6 +23,9 @@ from shared import contract, workloads
 from shared.pgqueue import queries
 
 CHANNEL = "pgqueue"
+RECHECK = "!recheck"
+"""The NOTIFY payload (not a queue name) that asks workers to re-check the jobs they claimed and have not
+started: sent by cancel, discard and pause (docs/pgqueue.md)."""
 QUEUE_NAME = re.compile(r"^[a-z0-9_.-]{1,64}$")
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 MAX_ATTEMPTS_LIMIT = 1000

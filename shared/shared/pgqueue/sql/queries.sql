@@ -152,6 +152,21 @@ WITH back AS (
 notified AS (SELECT pg_notify('pgqueue', q.queue) FROM (SELECT DISTINCT queue FROM back) q)
 SELECT (SELECT count(*) FROM back), (SELECT count(*) FROM notified);
 
+-- recheck_held --
+-- After a cancel, discard or pause (NOTIFY '!recheck'): of the jobs this worker claimed and has not
+-- started, those of a paused queue go back to available without penalty; the ids still claimed by this
+-- worker come back (the others were cancelled or discarded meanwhile, and must not run).
+WITH back AS (
+    UPDATE queue.pgqueue_jobs j
+       SET state = 'available', attempt = j.attempt - 1
+     WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state = 'running' AND j.worker_id = %(worker_id)s
+       AND EXISTS (SELECT 1 FROM queue.pgqueue_queues p WHERE p.name = j.queue AND p.paused)
+    RETURNING j.id
+)
+SELECT j.id FROM queue.pgqueue_jobs j
+ WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state = 'running' AND j.worker_id = %(worker_id)s
+   AND j.id NOT IN (SELECT id FROM back);
+
 -- hand_back_unknown --
 -- After a lost connection: a claim may have committed while its answer was lost. Jobs this worker
 -- owns that it does not know of go back to available without penalty.
@@ -166,10 +181,16 @@ SELECT (SELECT count(*) FROM back), (SELECT count(*) FROM notified);
 
 -- rescue --
 -- The rescuer (leader only): running jobs whose owner stopped heartbeating for %(rescue_after)s
--- seconds, or stopped, or never registered. The attempt stays counted; the job is retried at once,
--- or discarded when it has used max_attempts.
+-- seconds, or stopped, or never registered. The attempt stays counted; the job is retried at once.
+-- A lost attempt may never have started (a prefetched job), so it does not use up the job's last
+-- attempt: the job gets one more, unless its attempt before was lost too (a job that kills its
+-- worker is still discarded, after max_attempts + 1 runs at most).
 WITH lost AS (
-    SELECT j.id
+    SELECT j.id,
+           j.attempt >= j.max_attempts
+           AND (j.attempt >= 1000
+                OR (j.errors -> -1 ->> 'class' = 'WorkerLost'
+                    AND j.errors -> -1 ->> 'attempt' = (j.attempt - 1)::text)) AS final
       FROM queue.pgqueue_jobs j
      WHERE j.state = 'running'
        AND NOT EXISTS (
@@ -184,8 +205,9 @@ WITH lost AS (
 ),
 rescued AS (
     UPDATE queue.pgqueue_jobs j
-       SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END::queue.pgqueue_job_state,
-           finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+       SET state = CASE WHEN lost.final THEN 'discarded' ELSE 'available' END::queue.pgqueue_job_state,
+           finished_at = CASE WHEN lost.final THEN now() END,
+           max_attempts = CASE WHEN lost.final THEN j.max_attempts ELSE greatest(j.max_attempts, j.attempt + 1) END,
            errors = j.errors || jsonb_build_array(jsonb_build_object(
                'attempt', j.attempt, 'class', 'WorkerLost',
                'message', 'worker ' || j.worker_id || ' stopped heartbeating; job rescued',
@@ -453,7 +475,8 @@ SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notified);
 
 -- action_cancel --
 -- Cancel (operator): a job that has not finished ends cancelled. A running attempt's thread cannot be
--- stopped; its completion is ignored by the ownership check.
+-- stopped; its completion is ignored by the ownership check. A job a worker claimed and has not
+-- started is dropped by that worker when the NOTIFY reaches it.
 WITH upd AS (
     UPDATE queue.pgqueue_jobs j
        SET state = 'cancelled', finished_at = now()
@@ -465,8 +488,10 @@ WITH upd AS (
        AND (%(search_id)s::bigint IS NULL OR j.id = %(search_id)s::bigint)
        AND (%(search_prefix)s::text IS NULL OR j.task LIKE %(search_prefix)s::text)
     RETURNING j.id
-)
-SELECT count(*), 0 FROM upd;
+),
+-- workers drop what they hold of these jobs and have not started (payload '!recheck', not a queue name)
+notified AS (SELECT pg_notify('pgqueue', '!recheck') WHERE EXISTS (SELECT 1 FROM upd))
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notified);
 
 -- action_discard --
 -- Discard (operator): a job that has not finished ends discarded, with the reason recorded.
@@ -484,14 +509,20 @@ WITH upd AS (
        AND (%(search_id)s::bigint IS NULL OR j.id = %(search_id)s::bigint)
        AND (%(search_prefix)s::text IS NULL OR j.task LIKE %(search_prefix)s::text)
     RETURNING j.id
-)
-SELECT count(*), 0 FROM upd;
+),
+-- workers drop what they hold of these jobs and have not started (payload '!recheck', not a queue name)
+notified AS (SELECT pg_notify('pgqueue', '!recheck') WHERE EXISTS (SELECT 1 FROM upd))
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notified);
 
 -- pause_queue --
-INSERT INTO queue.pgqueue_queues (name, paused, paused_at) VALUES (%(name)s, true, now())
-ON CONFLICT (name) DO UPDATE SET paused = true, paused_at = coalesce(queue.pgqueue_queues.paused_at, now()),
-                                 updated_at = now()
-RETURNING name;
+-- Pausing also tells the workers to hand back the jobs of the queue they claimed and have not started.
+WITH up AS (
+    INSERT INTO queue.pgqueue_queues (name, paused, paused_at) VALUES (%(name)s, true, now())
+    ON CONFLICT (name) DO UPDATE SET paused = true, paused_at = coalesce(queue.pgqueue_queues.paused_at, now()),
+                                     updated_at = now()
+    RETURNING name
+)
+SELECT name, pg_notify('pgqueue', '!recheck')::text FROM up;
 
 -- resume_queue --
 -- Resuming wakes the workers of the queue.
