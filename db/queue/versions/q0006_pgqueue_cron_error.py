@@ -1,7 +1,7 @@
 """pgqueue cron: an entry the leader cannot run is set aside with its error
 
-Revision ID: q0005
-Revises: q0004
+Revision ID: q0006
+Revises: q0005
 Create Date: 2026-12-02
 
 A cron entry whose schedule never fires, or whose tick raises, used to stop the leader's maintenance
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "q0005"
-down_revision = "q0004"
+revision = "q0006"
+down_revision = "q0005"
 branch_labels = None
 depends_on = None
 
