@@ -26,6 +26,10 @@ FAST = {
 }
 
 
+FAULTY_TASKS = {"PYTHONPATH": str(Path(__file__).parent / "faulty_tasks")}
+"""The environment of a worker that also knows the failing tasks of `faulty_tasks/sitecustomize.py`."""
+
+
 def worker_args(**overrides: object) -> list[str]:
     opts = dict(FAST)
     for key, value in overrides.items():
@@ -48,8 +52,15 @@ class Workers:
         self.spool_dir = spool_dir
         self.procs: list[Proc] = []
 
-    def start(self, *, name: str = "worker", wait: bool = True, **overrides: object) -> Proc:
-        env = service_env(self.database_url, BENCH_SPOOL_DIR=str(self.spool_dir))
+    def start(
+        self,
+        *,
+        name: str = "worker",
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        **overrides: object,
+    ) -> Proc:
+        env = service_env(self.database_url, BENCH_SPOOL_DIR=str(self.spool_dir), **(env or {}))
         proc = Proc(
             [str(VENV_BIN / "bench-pgqueue-worker"), *worker_args(**overrides)],
             env,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
+from pgqueue_worker.completer import storable
 from pgqueue_worker.config import Config
 from shared import db, pgqueue
 from shared.pgqueue import cron, queries
@@ -76,49 +77,70 @@ def run_cron(conn: psycopg.Connection, cfg: Config) -> int:
     """Enqueue one job per due tick of every enabled entry, advancing `last_tick` in the same transaction.
 
     Ticks older than `cron_catchup` seconds are skipped (after downtime the queue is not flooded).
-    Every job carries the unique key `cron:<entry>:<tick>`.
+    Every job carries the unique key `cron:<entry>:<tick>`. An entry that raises (its schedule never
+    fires, its tick overflows, its job is refused) is set aside with its error (`fail_cron`), visible in
+    the admin, and the others fire: one bad row must not stop the leader's maintenance.
     """
     fired = 0
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(queries.get("lock_due_cron"))
         for entry in cur.fetchall():
             try:
-                sched = cron.Schedule.parse(entry["schedule"])
-            except pgqueue.InvalidJob as exc:
-                log.error("cron entry %s: %s", entry["name"], exc)
-                continue
-            now: dt.datetime = entry["db_now"]
-            oldest = now - dt.timedelta(seconds=cfg.cron_catchup)
-            # ticks older than the catch-up window are skipped: do not even compute them
-            ticks = sched.ticks_between(max(entry["last_tick"], oldest - dt.timedelta(seconds=1)), now)
-            if not ticks:
-                continue
-            job_id = None
-            for tick in ticks:
-                if tick < oldest:
-                    continue
-                try:
-                    job_id = (
-                        pgqueue.enqueue(
-                            conn,
-                            entry["task"],
-                            entry["params"],
-                            queue=entry["queue"],
-                            priority=entry["priority"],
-                            max_attempts=entry["max_attempts"],
-                            unique_key=cron.unique_key(entry["name"], tick),
-                            meta={"cron": entry["name"], "tick": tick.isoformat()},
-                        )
-                        or job_id
-                    )
-                    fired += 1
-                except pgqueue.InvalidJob as exc:
-                    log.error("cron entry %s cannot enqueue: %s", entry["name"], exc)
-                    break
-            cur.execute(
-                queries.get("advance_cron"), {"name": entry["name"], "last_tick": ticks[-1], "job_id": job_id}
-            )
+                with conn.transaction():  # a savepoint: a failed entry leaves the others' ticks
+                    fired += _fire(conn, cfg, entry)
+            except Exception as exc:
+                if _connection_lost(conn, exc):
+                    raise
+                error = storable(f"{type(exc).__name__}: {_first_line(exc)}")[:2000]
+                log.error("cron entry %s set aside (register it again to resume): %s", entry["name"], error)
+                cur.execute(queries.get("fail_cron"), {"name": entry["name"], "error": error})
     return fired
+
+
+def _fire(conn: psycopg.Connection, cfg: Config, entry: dict) -> int:
+    sched = cron.Schedule.parse(entry["schedule"])
+    now: dt.datetime = entry["db_now"]
+    oldest = now - dt.timedelta(seconds=cfg.cron_catchup)
+    # ticks older than the catch-up window are skipped: do not even compute them
+    ticks = sched.ticks_between(max(entry["last_tick"], oldest - dt.timedelta(seconds=1)), now)
+    if not ticks:
+        return 0
+    fired = 0
+    job_id = None
+    for tick in ticks:
+        if tick < oldest:
+            continue
+        job_id = (
+            pgqueue.enqueue(
+                conn,
+                entry["task"],
+                entry["params"],
+                queue=entry["queue"],
+                priority=entry["priority"],
+                max_attempts=entry["max_attempts"],
+                unique_key=cron.unique_key(entry["name"], tick),
+                meta={"cron": entry["name"], "tick": tick.isoformat()},
+            )
+            or job_id
+        )
+        fired += 1
+    conn.execute(
+        queries.get("advance_cron"), {"name": entry["name"], "last_tick": ticks[-1], "job_id": job_id}
+    )
+    return fired
+
+
+def _connection_lost(conn: psycopg.Connection | None, exc: BaseException) -> bool:
+    """Whether `exc` means the connection is gone (reconnect), not that one statement or one row failed."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or conn is None or conn.broken
+
+
+def _first_line(exc: BaseException) -> str:
+    try:
+        text = str(exc).strip()
+    except Exception:  # noqa: BLE001 - an exception that cannot describe itself is still logged
+        text = ""
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def refresh_counts(conn: psycopg.Connection, cfg: Config) -> float:
@@ -133,6 +155,7 @@ class Service:
     interval: float
     next_at: float = 0.0
     runs: int = 0
+    failures: int = 0
 
 
 class Maintenance(threading.Thread):
@@ -155,6 +178,7 @@ class Maintenance(threading.Thread):
         self._lock_conn: psycopg.Connection | None = None
         self._conn: psycopg.Connection | None = None
         self._next_election = 0.0
+        self.rescue_from = 0.0  # monotonic: the rescuer's first run after this leader's election
 
     def _close(self) -> None:
         for c in (self._lock_conn, self._conn):
@@ -184,8 +208,44 @@ class Maintenance(threading.Thread):
             now = time.monotonic()
             for s in self.services:
                 s.next_at = now
+            # The outage rule (docs/pgqueue.md): a new leader, or one back from a lost connection, rescues
+            # only after rescue_after of its own watching. Heartbeat ages span a database outage; live
+            # workers must get the time to heartbeat again before their jobs are taken from them.
+            self.rescue_from = now + self.cfg.rescue_after
+            for s in self.services:
+                if s.name == "rescuer":
+                    s.next_at = self.rescue_from
 
     def run(self) -> None:
+        # The lock is released however the thread ends: a leader thread that died holding it would stop
+        # maintenance for every worker of the cluster.
+        try:
+            self._run()
+        finally:
+            self._close()
+
+    def _run_service(self, s: Service, conn: psycopg.Connection) -> None:
+        """One run of one service. A failure that is not the connection's is logged and the service is
+        tried again on its next interval; the other services go on."""
+        started = time.monotonic()
+        try:
+            result = s.fn(conn, self.cfg)
+        except Exception as exc:
+            if _connection_lost(conn, exc):
+                raise
+            s.failures += 1
+            log.exception("maintenance service %s failed; it runs again in %.1fs", s.name, s.interval)
+            s.next_at = time.monotonic() + s.interval
+            return
+        s.runs += 1
+        took = time.monotonic() - started
+        interval = s.interval
+        if s.name == "counts":
+            # a big table makes the aggregate slow: never spend more than ~5% on it
+            interval = max(s.interval, 20 * float(result) / 1000.0)  # type: ignore[arg-type]
+        s.next_at = time.monotonic() + max(interval, took)
+
+    def _run(self) -> None:
         backoff = 0.1
         while not self._stop_event.is_set():
             now = time.monotonic()
@@ -200,19 +260,12 @@ class Maintenance(threading.Thread):
                         )
                     for s in self.services:
                         if time.monotonic() >= s.next_at:
-                            started = time.monotonic()
-                            result = s.fn(self._conn, self.cfg)
-                            s.runs += 1
-                            took = time.monotonic() - started
-                            interval = s.interval
-                            if s.name == "counts":
-                                # a big table makes the aggregate slow: never spend more than ~5% on it
-                                interval = max(s.interval, 20 * float(result) / 1000.0)  # type: ignore[arg-type]
-                            s.next_at = time.monotonic() + max(interval, took)
+                            self._run_service(s, self._conn)
                 backoff = 0.1
-            except psycopg.Error as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.warning("maintenance lost its connection, retrying in %.1fs: %s", backoff, first)
+            except Exception as exc:
+                log.warning(
+                    "maintenance lost its connection, retrying in %.1fs: %s", backoff, _first_line(exc)
+                )
                 self._close()
                 self._next_election = 0.0
                 self._stop_event.wait(backoff)
@@ -222,7 +275,6 @@ class Maintenance(threading.Thread):
             if self.is_leader:
                 wait = min([wait, *(s.next_at - time.monotonic() for s in self.services)])
             self._stop_event.wait(max(0.01, wait))
-        self._close()
 
     def stop(self) -> None:
         self._stop_event.set()

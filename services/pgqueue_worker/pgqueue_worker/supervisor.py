@@ -202,6 +202,8 @@ class Supervisor:
                 log.warning("process %s did not stop in time; killing it", child.worker_id)
                 child.popen.kill()
                 child.popen.wait(5)
+            # a child killed here never marked itself stopped: say so, or the rescuer waits --rescue-after
+            self._mark_stopped(child.worker_id)
         if self.maintenance is not None:
             self.maintenance.stop()
         self.loader.stop()
