@@ -185,7 +185,8 @@ def delete_finished(conn: Any, queue: str) -> int:
 
 
 def pause_queue(conn: Any, name: str) -> None:
-    """Pause queue `name`: workers claim nothing from it until it is resumed (running jobs finish)."""
+    """Pause queue `name`: workers claim nothing from it until it is resumed (running jobs finish; jobs a
+    worker claimed and has not started go back to `available`, told by NOTIFY `!recheck`)."""
     raw = raw_connection(conn)
     raw.cursor().execute(queries.get("pause_queue"), {"name": check_queue(name)})
 

@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from croniter import croniter
 from psycopg.rows import tuple_row
 
 from shared.pgqueue import queries
@@ -33,6 +32,16 @@ _EVERY = re.compile(r"^@every\s+(\d+(?:\.\d+)?)\s*(s|m|h)$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_INTERVAL = 366 * 86400.0
 """The longest interval (a yearly entry); a longer one is a typo, and its ticks overflow datetime."""
+
+
+def _croniter() -> Any:
+    # imported when a schedule is first read: every worker process imports this package, and only the
+    # leader's cron service and the admin read schedules (croniter is most of the package's import time)
+    from croniter import croniter
+
+    return croniter
+
+
 CRON_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
@@ -59,7 +68,7 @@ class Schedule:
                 )
             return cls(s, seconds)
         fields = s.split(" ")
-        if len(fields) in (5, 6) and croniter.is_valid(s, second_at_beginning=len(fields) == 6):
+        if len(fields) in (5, 6) and _croniter().is_valid(s, second_at_beginning=len(fields) == 6):
             return cls(s)
         raise InvalidJob(
             f"invalid cron schedule {text!r}: use 5 cron fields (min hour day month weekday), 6 with seconds "
@@ -83,7 +92,7 @@ class Schedule:
             nxt = (math.floor(ts / self.interval) + 1) * self.interval
             return dt.datetime.fromtimestamp(nxt, dt.UTC)
         six = len(self.text.split(" ")) == 6
-        it = croniter(self.text, t.astimezone(dt.UTC), second_at_beginning=six)
+        it = _croniter()(self.text, t.astimezone(dt.UTC), second_at_beginning=six)
         return it.get_next(dt.datetime).astimezone(dt.UTC)
 
     def ticks_between(self, after: dt.datetime, until: dt.datetime, limit: int = 1000) -> list[dt.datetime]:
