@@ -24,6 +24,7 @@ from shared import migrate as migrate_mod
 
 from ..support import session_processes, wait_until
 from .conftest import FAULTY_TASKS, Workers, all_finished, events_by_seq, load_spools, states
+from .faulty_tasks import sitecustomize as faulty  # noqa: F401 - the enqueuing side knows the tasks too
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +120,7 @@ def test_maintenance_goes_on_with_the_other_services_when_one_raises(database_ur
         m.stop()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_leader_lock_is_released_when_the_maintenance_thread_dies(database_url, qconn):
     def fatal(conn, cfg):
         raise SystemExit("not an Exception: ends the thread")
