@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shared import db, spool
+from shared import db, embedded, spool
+from shared import migrate as migrate_mod
 
 from ..support import VENV_BIN, Proc, service_env, wait_until
 
@@ -87,6 +90,19 @@ def workers(database_url, output_dir, spool_dir):
     w = Workers(database_url, output_dir, spool_dir)
     yield w
     w.stop_all()
+
+
+@pytest.fixture
+def own_cluster(monkeypatch) -> Iterator[embedded.EmbeddedCluster]:
+    """An embedded PostgreSQL of the test's own, migrated, as `DATABASE_URL`: a test may stop and start it."""
+    cluster = embedded.EmbeddedCluster(Path(tempfile.mkdtemp(prefix="pgq-cluster-", dir="/tmp")))
+    cluster.start()
+    try:
+        migrate_mod.upgrade(cluster.url, cluster.url)
+        monkeypatch.setenv("DATABASE_URL", cluster.url)
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-from shared import db, embedded, pgqueue
-from shared import migrate as migrate_mod
+from shared import db, pgqueue
 
 from ..support import plan_nodes, session_processes, wait_until
 from .conftest import FAST, Workers, all_finished, events_by_seq, load_spools, states
@@ -149,41 +146,35 @@ def test_cron_fires_each_tick_once_with_two_workers(workers, qconn):
     assert len(rows) >= 10
 
 
-def test_postgresql_restart_mid_run_loses_nothing(output_dir, spool_dir, monkeypatch):
-    cluster = embedded.EmbeddedCluster(Path(tempfile.mkdtemp(prefix="pgq-restart-", dir="/tmp")))
-    cluster.start()
+def test_postgresql_restart_mid_run_loses_nothing(own_cluster, output_dir, spool_dir):
+    cluster = own_cluster
+    url = cluster.url
+    total = 3000
+    with db.connect(url, autocommit=True) as conn:
+        pgqueue.enqueue_many(
+            conn,
+            [pgqueue.JobSpec("sleep", {"ms": 5}, meta={"run_id": 13, "seq": i}) for i in range(total)],
+        )
+    w = Workers(url, output_dir, spool_dir)
     try:
-        url = cluster.url
-        migrate_mod.upgrade(url, url)
-        monkeypatch.setenv("DATABASE_URL", url)
-        total = 3000
-        with db.connect(url, autocommit=True) as conn:
-            pgqueue.enqueue_many(
-                conn,
-                [pgqueue.JobSpec("sleep", {"ms": 5}, meta={"run_id": 13, "seq": i}) for i in range(total)],
-            )
-        w = Workers(url, output_dir, spool_dir)
-        try:
-            proc = w.start(processes=2, threads=4)
+        proc = w.start(processes=2, threads=4)
 
-            def completed() -> int:
-                with db.connect(url, autocommit=True) as conn:
-                    return states(conn).get("completed", 0)
+        def completed() -> int:
+            with db.connect(url, autocommit=True) as conn:
+                return states(conn).get("completed", 0)
 
-            wait_until(lambda: completed() >= 300, 60, message="some done")
-            cluster.restart()
-            wait_until(lambda: completed() == total, 120, interval=0.5, message="all done after restart")
-            assert proc.alive()
-            assert "reconnecting" in proc.log() or "will retry" in proc.log()
-        finally:
-            w.stop_all()
-        with db.connect(url, autocommit=True) as conn:
-            assert states(conn) == {"completed": total}
-            load_spools(conn, spool_dir)
-            events = events_by_seq(conn, 13)
-            assert [s for s in range(total) if not events.get(s, {}).get("finish")] == []
+        wait_until(lambda: completed() >= 300, 60, message="some done")
+        cluster.restart()
+        wait_until(lambda: completed() == total, 120, interval=0.5, message="all done after restart")
+        assert proc.alive()
+        assert "reconnecting" in proc.log() or "will retry" in proc.log()
     finally:
-        cluster.destroy()
+        w.stop_all()
+    with db.connect(url, autocommit=True) as conn:
+        assert states(conn) == {"completed": total}
+        load_spools(conn, spool_dir)
+        events = events_by_seq(conn, 13)
+        assert [s for s in range(total) if not events.get(s, {}).get("finish")] == []
 
 
 def test_claim_query_uses_its_partial_index_on_a_million_rows(qconn):

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -19,8 +17,7 @@ import pytest
 from pgqueue_worker import maintenance
 from pgqueue_worker.completer import Completer
 from pgqueue_worker.config import Config
-from shared import db, embedded, pgqueue
-from shared import migrate as migrate_mod
+from shared import db, pgqueue
 
 from ..support import session_processes, wait_until
 from .conftest import FAULTY_TASKS, Workers, all_finished, events_by_seq, load_spools, states
@@ -243,58 +240,52 @@ def test_defect5_prefetched_jobs_go_to_an_idle_process_not_behind_long_ones(work
 
 
 def test_defect6_an_outage_longer_than_rescue_after_runs_no_live_job_twice(
-    output_dir, spool_dir, monkeypatch
+    own_cluster, output_dir, spool_dir
 ):
-    cluster = embedded.EmbeddedCluster(Path(tempfile.mkdtemp(prefix="pgq-outage-", dir="/tmp")))
-    cluster.start()
+    cluster = own_cluster
+    url = cluster.url
+    total = 16
+    with db.connect(url, autocommit=True) as conn:
+        pgqueue.enqueue_many(
+            conn,
+            [
+                pgqueue.JobSpec(
+                    "sleep", {"ms": 6000, "honour_deadline": False}, meta={"run_id": 16, "seq": i}
+                )
+                for i in range(total)
+            ],
+        )
+    w = Workers(url, output_dir, spool_dir)
     try:
-        url = cluster.url
-        migrate_mod.upgrade(url, url)
-        monkeypatch.setenv("DATABASE_URL", url)
-        total = 16
-        with db.connect(url, autocommit=True) as conn:
-            pgqueue.enqueue_many(
-                conn,
-                [
-                    pgqueue.JobSpec(
-                        "sleep", {"ms": 6000, "honour_deadline": False}, meta={"run_id": 16, "seq": i}
-                    )
-                    for i in range(total)
-                ],
-            )
-        w = Workers(url, output_dir, spool_dir)
-        try:
-            w.start(processes=2, threads=8, prefetch=0)
+        w.start(processes=2, threads=8, prefetch=0)
 
-            def running() -> int:
-                with db.connect(url, autocommit=True) as conn:
-                    return states(conn).get("running", 0)
+        def running() -> int:
+            with db.connect(url, autocommit=True) as conn:
+                return states(conn).get("running", 0)
 
-            wait_until(lambda: running() == total, 30, message="every job running")
-            cluster.stop()
-            down = time.monotonic()
-            wait_until(lambda: time.monotonic() - down >= 4, 10)  # twice --rescue-after
-            cluster.start()
+        wait_until(lambda: running() == total, 30, message="every job running")
+        cluster.stop()
+        down = time.monotonic()
+        wait_until(lambda: time.monotonic() - down >= 4, 10)  # twice --rescue-after
+        cluster.start()
 
-            def finished() -> bool:
-                with db.connect(url, autocommit=True) as conn:
-                    return all_finished(conn, total)
+        def finished() -> bool:
+            with db.connect(url, autocommit=True) as conn:
+                return all_finished(conn, total)
 
-            wait_until(finished, 60, interval=0.5, message="every job finished after the outage")
-        finally:
-            w.stop_all()
-        with db.connect(url, autocommit=True) as conn:
-            assert states(conn) == {"completed": total}
-            load_spools(conn, spool_dir)
-            events = events_by_seq(conn, 16)
-            starts = {seq: e.get("start", 0) for seq, e in events.items()}
-            assert starts == dict.fromkeys(range(total), 1), starts
-            rescued = conn.execute(
-                'SELECT count(*) FROM queue.pgqueue_jobs WHERE errors @> \'[{"class": "WorkerLost"}]\''
-            ).fetchone()[0]
-            assert rescued == 0
+        wait_until(finished, 60, interval=0.5, message="every job finished after the outage")
     finally:
-        cluster.destroy()
+        w.stop_all()
+    with db.connect(url, autocommit=True) as conn:
+        assert states(conn) == {"completed": total}
+        load_spools(conn, spool_dir)
+        events = events_by_seq(conn, 16)
+        starts = {seq: e.get("start", 0) for seq, e in events.items()}
+        assert starts == dict.fromkeys(range(total), 1), starts
+        rescued = conn.execute(
+            'SELECT count(*) FROM queue.pgqueue_jobs WHERE errors @> \'[{"class": "WorkerLost"}]\''
+        ).fetchone()[0]
+        assert rescued == 0
 
 
 def test_a_stalled_process_loses_its_jobs_and_its_late_outcome_changes_nothing(workers, qconn):
