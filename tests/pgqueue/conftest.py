@@ -125,6 +125,14 @@ def load_spools(conn, spool_dir: Path) -> int:
     return sum(spool.load_file(conn, p, p.stem.rsplit("-", 1)[0]) for p in sorted(spool_dir.glob("*.spool")))
 
 
+def completed_run_events(url: str, spool_dir: Path, total: int, run_id: int) -> dict[int, dict[str, int]]:
+    """After a run of `total` jobs on `url`: every job completed; the spools loaded; the records by seq."""
+    with db.connect(url, autocommit=True) as conn:
+        assert states(conn) == {"completed": total}
+        load_spools(conn, spool_dir)
+        return events_by_seq(conn, run_id)
+
+
 def events_by_seq(conn, run_id: int) -> dict[int, dict[str, int]]:
     out: dict[int, dict[str, int]] = {}
     for seq, kind, n in conn.execute(

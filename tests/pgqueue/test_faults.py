@@ -12,7 +12,7 @@ import pytest
 from shared import db, pgqueue
 
 from ..support import plan_nodes, session_processes, wait_until
-from .conftest import FAST, Workers, all_finished, events_by_seq, load_spools, states
+from .conftest import FAST, Workers, all_finished, completed_run_events, events_by_seq, load_spools, states
 
 pytestmark = pytest.mark.slow
 
@@ -170,11 +170,8 @@ def test_postgresql_restart_mid_run_loses_nothing(own_cluster, output_dir, spool
         assert "reconnecting" in proc.log() or "will retry" in proc.log()
     finally:
         w.stop_all()
-    with db.connect(url, autocommit=True) as conn:
-        assert states(conn) == {"completed": total}
-        load_spools(conn, spool_dir)
-        events = events_by_seq(conn, 13)
-        assert [s for s in range(total) if not events.get(s, {}).get("finish")] == []
+    events = completed_run_events(url, spool_dir, total, 13)
+    assert [s for s in range(total) if not events.get(s, {}).get("finish")] == []
 
 
 def test_claim_query_uses_its_partial_index_on_a_million_rows(qconn):

@@ -20,7 +20,13 @@ from pgqueue_worker.config import Config
 from shared import db, pgqueue
 
 from ..support import session_processes, wait_until
-from .conftest import FAULTY_TASKS, Workers, all_finished, events_by_seq, load_spools, states
+from .conftest import (
+    FAULTY_TASKS,
+    Workers,
+    all_finished,
+    completed_run_events,
+    states,
+)
 from .faulty_tasks import sitecustomize as faulty  # noqa: F401 - the enqueuing side knows the tasks too
 
 pytestmark = pytest.mark.slow
@@ -276,12 +282,10 @@ def test_defect6_an_outage_longer_than_rescue_after_runs_no_live_job_twice(
         wait_until(finished, 60, interval=0.5, message="every job finished after the outage")
     finally:
         w.stop_all()
+    events = completed_run_events(url, spool_dir, total, 16)
+    starts = {seq: e.get("start", 0) for seq, e in events.items()}
+    assert starts == dict.fromkeys(range(total), 1), starts
     with db.connect(url, autocommit=True) as conn:
-        assert states(conn) == {"completed": total}
-        load_spools(conn, spool_dir)
-        events = events_by_seq(conn, 16)
-        starts = {seq: e.get("start", 0) for seq, e in events.items()}
-        assert starts == dict.fromkeys(range(total), 1), starts
         rescued = conn.execute(
             'SELECT count(*) FROM queue.pgqueue_jobs WHERE errors @> \'[{"class": "WorkerLost"}]\''
         ).fetchone()[0]
