@@ -91,8 +91,9 @@ def test_code_comments_cite_the_repository_docs_not_an_outside_brief():
     phrase = " ".join(("design", "section"))  # spelled apart, so that this file does not match itself
     cited = [
         f"{p.relative_to(ROOT)}:{n}"
-        for top in ("shared", "services", "tests", "db")
-        for p in (ROOT / top).rglob("*.py")
+        for top in ("shared", "services", "tests", "db", "docs")
+        for p in (ROOT / top).rglob("*")
+        if p.suffix in (".py", ".md", ".html", ".sql", ".toml")
         for n, line in enumerate(p.read_text().splitlines(), 1)
         if phrase in line.lower()
     ]

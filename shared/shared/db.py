@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING
 
 import psycopg
-import sqlalchemy as sa
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from sqlalchemy.engine import Engine
 
 from shared import settings as settings_mod
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from sqlalchemy.engine import Engine
 
 QUEUE_SCHEMA = "queue"
 
@@ -31,6 +33,9 @@ def application_name(role: str) -> str:
 
 def make_engine(url: str, *, role: str = "app", pool_size: int = 5, **kwargs) -> Engine:
     """A SQLAlchemy engine on psycopg 3 for a normalized PostgreSQL URL."""
+    # imported here: the queue workers use only `connect`, and SQLAlchemy was most of their start-up
+    import sqlalchemy as sa
+
     connect_args = kwargs.pop("connect_args", {})
     connect_args.setdefault("application_name", application_name(role))
     connect_args.setdefault("connect_timeout", 5)
