@@ -66,6 +66,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sleep-jobs", type=int, default=300, help="jobs per sleep drain run")
     p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
     p.add_argument(
+        "--workloads",
+        metavar="MODULES",
+        default=None,
+        help="modules that register your own workloads, comma-separated (also BENCH_WORKLOADS; docs/benchmark.md)",
+    )
+    p.add_argument(
         "--workload-jobs",
         type=int,
         default=300,
