@@ -10,7 +10,9 @@ thread). `QueueManager.run` takes `--batch-size` jobs per dequeue, with `max_con
 least pgqueuer allows (twice the batch, and never fewer than the slots).
 
 Crash recovery is pgqueuer's heartbeat (docs/guides/heartbeat.md): a picked job whose heartbeat is older
-than `--heartbeat-timeout` seconds is picked again. Retries of a failing job follow the shared policy
+than `--heartbeat-timeout` seconds is picked again, by the next dequeue; no notification announces such a
+job, so an idle manager finds it at its polling fallback, every `--dequeue-timeout` seconds
+(docs/guides/performance-tuning.md, "NOTIFY channel and polling fallback"). Retries of a failing job follow the shared policy
 (`shared.contract.retry_delay`) through pgqueuer's database-level `RetryRequested`.
 """
 
@@ -52,8 +54,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dequeue-timeout",
         type=float,
-        default=30.0,
-        help="seconds to wait for a notification before polling",
+        default=5.0,
+        help="seconds to wait for a notification before polling (pgqueuer's default: 30)",
     )
     return p
 

@@ -36,6 +36,9 @@ BULK_BATCH = 5000
 BATCHES = ("500", "10")
 HEARTBEAT_TIMEOUT_SECONDS = 10.0
 """Seconds after which a picked job whose heartbeat stopped is picked again (pgqueuer's default: 30)."""
+DEQUEUE_TIMEOUT_SECONDS = 5.0
+"""Seconds an idle queue manager waits for a notification before it polls (pgqueuer's default: 30): a job
+whose holder died is announced by nothing, so this bounds its recovery with the heartbeat timeout."""
 
 
 class PgqueuerEnqueuer(Enqueuer):
@@ -121,7 +124,7 @@ class Pgqueuer(Adapter):
             "batch_size": batch,
             "max_concurrent_tasks": f"max(2 x batch, threads) = at least {2 * batch}",
             "heartbeat_timeout": HEARTBEAT_TIMEOUT_SECONDS,
-            "dequeue_timeout": 30.0,
+            "dequeue_timeout": DEQUEUE_TIMEOUT_SECONDS,
             "bulk": f"enqueue with lists, {BULK_BATCH} jobs per call",
         }
 
@@ -130,6 +133,7 @@ class Pgqueuer(Adapter):
         argv = [str(bin_dir / self.worker_script), "--processes", str(case.processes)]
         argv += ["--slots", str(case.slots), "--queues", queue, "--loglevel", "WARNING"]
         argv += ["--batch-size", batch, "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_SECONDS)]
+        argv += ["--dequeue-timeout", str(DEQUEUE_TIMEOUT_SECONDS)]
         return argv if case.recording else [*argv, "--no-record"]
 
     def victims(self, root_pid: int) -> list[int]:
