@@ -17,14 +17,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import psutil
 from pgqueuer.adapters.drivers.psycopg import SyncPsycopgDriver
 from pgqueuer.adapters.persistence.qb import QueryQueueBuilder
 from pgqueuer.adapters.persistence.queries import SyncQueries
 from pgqueuer.domain.settings import DBSettings
 
 from shared import db, peers, settings
-from shared.bench.adapters.base import Adapter, Enqueuer, Option, meta
+from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -70,7 +69,7 @@ class PgqueuerEnqueuer(Enqueuer):
         self.conn.close()
 
 
-class Pgqueuer(Adapter):
+class Pgqueuer(SupervisedAdapter):
     name = "pgqueuer"
     summary = "pgqueuer: a PostgreSQL job queue for Python (asyncpg, SKIP LOCKED batches, LISTEN/NOTIFY)"
     options = (Option("batch", BATCHES, "500", "jobs per dequeue (pgqueuer's own default: 10)", "batches"),)
@@ -82,10 +81,6 @@ class Pgqueuer(Adapter):
         batch = self.resolve(options)["batch"]
         return self.name if batch == self.option("batch").default else f"{self.name}.batch{batch}"
 
-    def layout(self, total_slots: int) -> tuple[int, int]:
-        # Two processes, as for pgqueue: one event loop and one GIL per process.
-        return (2, max(1, total_slots // 2)) if total_slots >= 2 else (1, total_slots)
-
     def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
         return [{"batch": b} for b in (BATCHES if full else BATCHES[:1])]
 
@@ -95,6 +90,10 @@ class Pgqueuer(Adapter):
             f"pgqueuer: {case.processes} process(es) x {case.slots} threads, batch {batch} "
             f"({case.total_slots} slots)"
         )
+
+    full_only_parts: ClassVar[tuple[str, ...]] = ("noop-one", "steady")
+    # Its one-by-one and steady runs join with --full: with them `make bench` outgrew its 10 minutes
+    # (docs/benchmarks.md, the run of 2026-12-06).
 
     queue_defaults: ClassVar[dict[str, float]] = {
         "jobs": 50_000,
@@ -129,18 +128,10 @@ class Pgqueuer(Adapter):
         }
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
-        batch = self.resolve(case.options)["batch"]
-        argv = [str(bin_dir / self.worker_script), "--processes", str(case.processes)]
-        argv += ["--slots", str(case.slots), "--queues", queue, "--loglevel", "WARNING"]
-        argv += ["--batch-size", batch, "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_SECONDS)]
-        argv += ["--dequeue-timeout", str(DEQUEUE_TIMEOUT_SECONDS)]
-        return argv if case.recording else [*argv, "--no-record"]
-
-    def victims(self, root_pid: int) -> list[int]:
-        try:
-            return [c.pid for c in psutil.Process(root_pid).children()]
-        except psutil.Error:
-            return []
+        argv = self.supervised_argv(case, queue, bin_dir)
+        argv += ["--batch-size", self.resolve(case.options)["batch"]]
+        argv += ["--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_SECONDS)]
+        return [*argv, "--dequeue-timeout", str(DEQUEUE_TIMEOUT_SECONDS)]
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return PgqueuerEnqueuer(case, queue, env)

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import procrastinate
-import psutil
 
 from shared import peers, settings
-from shared.bench.adapters.base import Adapter, Enqueuer, meta
+from shared.bench.adapters.base import Enqueuer, SupervisedAdapter, meta
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -62,7 +61,7 @@ class ProcrastinateEnqueuer(Enqueuer):
         self.app.close()
 
 
-class Procrastinate(Adapter):
+class Procrastinate(SupervisedAdapter):
     name = "procrastinate"
     summary = "procrastinate: a PostgreSQL task queue for Python (psycopg 3, LISTEN/NOTIFY, async workers)"
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-procrastinate",)
@@ -72,15 +71,15 @@ class Procrastinate(Adapter):
     def label(self, options: Mapping[str, str]) -> str:
         return self.name
 
-    def layout(self, total_slots: int) -> tuple[int, int]:
-        # Two processes, as for pgqueue: one event loop and one GIL per process.
-        return (2, max(1, total_slots // 2)) if total_slots >= 2 else (1, total_slots)
-
     def slot_mapping(self, case: Case) -> str:
         return (
             f"procrastinate: {case.processes} process(es) x worker concurrency {case.slots} "
             f"({case.total_slots} slots)"
         )
+
+    full_only_parts: ClassVar[tuple[str, ...]] = ("noop-one", "steady")
+    # Its one-by-one and steady runs join with --full: with them `make bench` outgrew its 10 minutes
+    # (docs/benchmarks.md, the run of 2026-12-06).
 
     queue_defaults: ClassVar[dict[str, float]] = {
         "jobs": 5_000,
@@ -111,17 +110,7 @@ class Procrastinate(Adapter):
         }
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
-        argv = [str(bin_dir / self.worker_script), "--processes", str(case.processes)]
-        argv += ["--slots", str(case.slots), "--queues", queue, "--loglevel", "WARNING"]
-        argv += ["--stalled-after", str(STALLED_AFTER_SECONDS)]
-        return argv if case.recording else [*argv, "--no-record"]
-
-    def victims(self, root_pid: int) -> list[int]:
-        # The supervisor's children run the jobs.
-        try:
-            return [c.pid for c in psutil.Process(root_pid).children()]
-        except psutil.Error:
-            return []
+        return [*self.supervised_argv(case, queue, bin_dir), "--stalled-after", str(STALLED_AFTER_SECONDS)]
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return ProcrastinateEnqueuer(case, queue, env)
