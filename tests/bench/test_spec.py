@@ -131,28 +131,3 @@ def test_a_recording_pair_runs_side_by_side_in_alternating_order():
         [celery, on, off],
         [off, on, celery],
     ]
-
-
-def test_the_peers_one_by_one_and_steady_runs_join_with_full_or_by_name():
-    import argparse
-
-    from shared import settings
-
-    p = argparse.ArgumentParser()
-    compare.add_arguments(p)
-    s = settings.load({"DATABASE_URL": "postgresql://x@127.0.0.1:1/x"})
-
-    def cases(*argv: str) -> tuple[set[tuple[str, str, str]], list[str]]:
-        the_spec, notes = compare.build_spec(p.parse_args(["--brokers", "postgres", *argv]), s)
-        return {(c.adapter, c.scenario, c.scheduling) for c in the_spec.cases}, notes
-
-    default, notes = cases()
-    for peer in ("procrastinate", "pgqueuer"):
-        assert (peer, "drain", "bulk") in default and (peer, "fault", "bulk") in default
-        assert (peer, "drain", "one_by_one") not in default and (peer, "steady", "one_by_one") not in default
-        assert f"{peer}: noop-one, steady left out of the default matrix (run with --full)" in notes
-    assert ("pgqueue", "steady", "one_by_one") in default
-    full, notes = cases("--full")
-    assert ("procrastinate", "steady", "one_by_one") in full and not [n for n in notes if "left out" in n]
-    named, _ = cases("--parts", "noop-one")
-    assert ("pgqueuer", "drain", "one_by_one") in named

@@ -250,16 +250,6 @@ def build_spec(
         user_workloads=workloads.user_workloads(),
         workload_jobs=args.workload_jobs,
     )
-    if not args.full and args.parts == ",".join(PARTS):  # parts named with --parts always run
-        for name in names:
-            left = [
-                part for part in adapters.get(name).full_only_parts if part in parts and variants.get(name)
-            ]
-            if left:
-                notes.append(f"{name}: {', '.join(left)} left out of the default matrix (run with --full)")
-        data["cases"] = [
-            c for c in data["cases"] if c["part"] not in adapters.get(c["adapter"]).full_only_parts
-        ]
     data["cases"] = [c for c in data["cases"] if c.pop("part") in parts]
     if not data["cases"]:
         raise UsageError("nothing to run: the chosen adapters and parts leave no case")

@@ -122,10 +122,6 @@ class Adapter(abc.ABC):
         """Worker processes and slots per process that give `total_slots` in this queue's natural shape."""
         return 1, total_slots
 
-    full_only_parts: ClassVar[tuple[str, ...]] = ()
-    """Parts of the default matrix (`compare.PARTS`) this adapter runs only with `--full`, to keep `make
-    bench` within its time budget; the report's notes say so."""
-
     def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
         """The variants the default matrix measures; `brokers` are the brokers that answer."""
         return [{}]

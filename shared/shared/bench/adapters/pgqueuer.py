@@ -91,10 +91,6 @@ class Pgqueuer(SupervisedAdapter):
             f"({case.total_slots} slots)"
         )
 
-    full_only_parts: ClassVar[tuple[str, ...]] = ("noop-one", "steady")
-    # Its one-by-one and steady runs join with --full: with them `make bench` outgrew its 10 minutes
-    # (docs/benchmarks.md, the run of 2026-12-06).
-
     queue_defaults: ClassVar[dict[str, float]] = {
         "jobs": 50_000,
         "one_by_one_jobs": 2_000,
