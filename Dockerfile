@@ -22,7 +22,8 @@ COPY shared/pyproject.toml shared/
 COPY services/web/pyproject.toml services/web/
 COPY services/celery_worker/pyproject.toml services/celery_worker/
 COPY services/pgqueue_worker/pyproject.toml services/pgqueue_worker/
-# The root project depends on every member, so this installs the dependencies of all three services.
+COPY services/peers_worker/pyproject.toml services/peers_worker/
+# The root project depends on every member, so this installs the dependencies of every service.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
 # Then the source of shared and of every service, installed as ordinary (non-editable) packages,

@@ -82,7 +82,7 @@ def test_the_harness_and_the_web_never_branch_on_an_adapter_name():
 
 
 def test_no_worker_package_holds_benchmark_code():
-    for service in ("celery_worker", "pgqueue_worker"):
+    for service in ("celery_worker", "pgqueue_worker", "peers_worker"):
         package = ROOT / "services" / service / service
         assert not [p.name for p in package.rglob("*.py") if "bench" in p.stem], service
 

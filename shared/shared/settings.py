@@ -36,6 +36,8 @@ ENV_HOST = "BENCH_HOST"
 # Set by Fly.io on every machine (docs/deploy.md): where they are set, the workers are deployed apart.
 ENV_FLY_APP_NAME = "FLY_APP_NAME"
 ENV_FLY_MACHINE_ID = "FLY_MACHINE_ID"
+ENV_WORKLOADS = "BENCH_WORKLOADS"
+"""Modules (comma-separated) that register the user's own workloads (docs/benchmark.md, "Your own workload")."""
 
 DEFAULT_LOCAL_PG_ADDR = "127.0.0.1:5432"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -6,9 +6,13 @@ that wait or loop, so a timed-out attempt stops its thread soon after the queue 
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from shared.job import Ctx, JobTimeout
@@ -36,11 +40,81 @@ def workload(name: str) -> Callable[[Workload], Workload]:
 
 
 def get(name: str) -> Workload:
-    """The workload registered under `name`, or `UnknownTask` naming the ones that exist."""
+    """The workload registered under `name`, or `UnknownTask` naming the ones that exist. A name not yet
+    registered loads the user's workload modules first (`load_user_modules`), so that every worker that
+    runs jobs through `shared.contract.execute` finds them."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        pass
+    try:
+        load_user_modules()
+    except WorkloadModuleError as exc:
+        raise UnknownTask(f"unknown task {name!r}: {exc}") from None
     try:
         return REGISTRY[name]
     except KeyError:
         raise UnknownTask(f"unknown task {name!r}; registered tasks: {', '.join(sorted(REGISTRY))}") from None
+
+
+class WorkloadModuleError(ImportError):
+    """A workload module named by the user does not import, or registers no workload."""
+
+
+_LOADED: dict[str, tuple[str, ...]] = {}
+"""User modules imported so far, and the workloads each registered."""
+
+
+def module_names(value: str | None = None) -> list[str]:
+    """The module names of `value`, else of the environment's `BENCH_WORKLOADS` (comma-separated)."""
+    from shared import settings
+
+    raw = os.environ.get(settings.ENV_WORKLOADS, "") if value is None else value
+    return [m.strip() for m in raw.split(",") if m.strip()]
+
+
+def load_user_modules(names: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Import the user's workload modules (default: `BENCH_WORKLOADS`), each registering workloads with
+    the `workload` decorator; returns module -> the workloads it registered. Raises `WorkloadModuleError`,
+    one line, for a module that does not import or registers nothing. Each module is imported once."""
+    for name in module_names() if names is None else names:
+        if name in _LOADED:
+            continue
+        before = set(REGISTRY)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported the same way
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise WorkloadModuleError(
+                f"the workload module {name!r} does not import: {type(exc).__name__}: {first}"
+            ) from None
+        added = tuple(sorted(set(REGISTRY) - before))
+        if not added:
+            raise WorkloadModuleError(
+                f"the workload module {name!r} registers no workload; decorate each job body with "
+                "@shared.workloads.workload('name')"
+            )
+        _LOADED[name] = added
+    return {m: _LOADED[m] for m in (module_names() if names is None else names)}
+
+
+def user_workloads() -> list[str]:
+    """The workloads the user's modules registered so far, in the order they were loaded."""
+    return [w for names in _LOADED.values() for w in names]
+
+
+def import_root(name: str) -> Path | None:
+    """The folder that must be on `sys.path` for module `name` (already imported) to import elsewhere."""
+    module = sys.modules.get(name)
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return None
+    path = Path(origin).resolve().parent
+    if Path(origin).name == "__init__.py":
+        path = path.parent
+    for _ in range(name.count(".")):
+        path = path.parent
+    return path
 
 
 def _check_deadline(ctx: Ctx) -> None:

@@ -24,13 +24,13 @@ from ..support import ROOT, service_env
 OUTPUTS = ("results.json", "results.csv", "summary.md", "throughput.png", "latency_cdf.png", "resources.png")
 
 
-def bench(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run the CLI; past `timeout`, SIGTERM it (it stops its workers and keeps what it measured)."""
+def bench(
+    args: list[str], env: dict[str, str], timeout: float = 240, cwd: os.PathLike | str = ROOT
+) -> subprocess.CompletedProcess:
+    """Run the CLI (from `cwd`); past `timeout`, SIGTERM it (it stops its workers and keeps what it measured)."""
     quiet = [] if args[:1] in (["web"], ["report"], ["execute"]) else ["--no-progress"]
     argv = [sys.executable, "-m", "shared.bench", *args, *quiet]
-    proc = subprocess.Popen(
-        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

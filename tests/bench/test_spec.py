@@ -74,6 +74,8 @@ def test_stored_spec_round_trips():
     assert experiments.validate_spec(s.to_dict()) == s
     assert len({c.key for c in s.cases}) == len(s.cases)
     assert any(c.options.get("config") == "reliable" for c in s.cases)
+    # pgqueuer at its own default batch joins with --full
+    assert {c.who for c in s.cases if c.adapter == "pgqueuer"} == {"pgqueuer", "pgqueuer.batch10"}
     assert any(not c.recording for c in s.cases)
     # the recording overhead is a pair of equal pgqueue drains, recording on and off
     pair = [c for c in s.cases if c.jobs == 100_000]
@@ -105,7 +107,7 @@ def test_both_queues_with_equal_total_slots_are_one_comparison():
         for c in s.cases
         if c.workload == "noop" and c.scheduling == "bulk" and c.recording and c.jobs == 2000
     ]
-    assert {c.who for c in noop_bulk} == {"pgqueue", "celery.postgres.defaults"}
+    assert {c.who for c in noop_bulk} == {"pgqueue", "procrastinate", "pgqueuer", "celery.postgres.defaults"}
     assert len({c.family for c in noop_bulk}) == 1 and noop_bulk[0].family.endswith("/slots10")
     assert spec.family_of("pgqueue/drain/noop/bulk/n5/p2s5.norec") == "drain/noop/bulk/n5/slots10.norec"
 

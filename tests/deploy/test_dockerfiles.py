@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,8 @@ def test_dependencies_are_installed_frozen_before_the_source_is_copied(path):
     ]
     # uv reads the workspace from every member's pyproject.toml, so all of them come first.
     copied_first = {src for ins in before for src in copy_parts(ins)[0]}
-    members = ["pyproject.toml", "uv.lock", "shared/pyproject.toml"]
-    members += [f"services/{s.folder}/pyproject.toml" for s in SERVICES]
+    workspace = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    members = ["pyproject.toml", "uv.lock", *(f"{m}/pyproject.toml" for m in workspace)]
     assert copied_first == set(members)
     assert after and not any(is_dependency_file(src) for ins in after for src in copy_parts(ins)[0])
 

@@ -26,7 +26,9 @@ def _meta(request: Any) -> dict[str, Any]:
 
 
 def register(app: Celery) -> None:
-    """Register `bench.<workload>` for every shared workload on `app`."""
+    """Register `bench.<workload>` for every shared workload on `app`, the user's own included
+    (`BENCH_WORKLOADS`, docs/benchmark.md)."""
+    workloads.load_user_modules()
     for name in workloads.REGISTRY:
         _register_one(app, name)
 

@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import settings
+from shared import settings, workloads
 from web import inputs
 
 csrf = CSRFProtect()
@@ -85,6 +85,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=0, x_proto=app.config["PROXY_HOPS"], x_host=0, x_port=0
         )
     app.url_map.converters["id"] = inputs.IdConverter
+    # The user's own workloads (`BENCH_WORKLOADS`): the form offers them, and the executor it launches
+    # inherits the variable (docs/benchmark.md, "Your own workload").
+    try:
+        workloads.load_user_modules()
+    except workloads.WorkloadModuleError as exc:
+        raise settings.ConfigError(str(exc)) from None
 
     from web import admin, api, auth, celery_views, database, filters, health, pgqueue_views, runs
 

@@ -188,7 +188,51 @@ def execute_cmd(argv: list[str]) -> int:
     return 0
 
 
+def take_workloads(argv: list[str]) -> tuple[list[str], str | None]:
+    """`argv` without its `--workloads MODULES` (an option of every command), and that value."""
+    rest: list[str] = []
+    value: str | None = None
+    it = iter(argv)
+    for arg in it:
+        if arg == "--workloads":
+            value = next(it, None)
+            if value is None:
+                raise UsageError("--workloads takes module names, comma-separated (such as mypkg.jobs)")
+        elif arg.startswith("--workloads="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, value
+
+
+def load_workloads(value: str | None) -> dict[str, tuple[str, ...]]:
+    """Import the user's workload modules (`--workloads`, else `BENCH_WORKLOADS`) before anything starts,
+    and pass them on to every worker: `BENCH_WORKLOADS` names them, and `PYTHONPATH` finds them
+    (docs/benchmark.md, "Your own workload"). One line (`UsageError`) when one does not import or
+    registers nothing."""
+    from shared import workloads
+
+    names = workloads.module_names(value)
+    if not names:
+        return {}
+    try:
+        loaded = workloads.load_user_modules(names)
+    except workloads.WorkloadModuleError as exc:
+        raise UsageError(str(exc)) from None
+    os.environ[settings.ENV_WORKLOADS] = ",".join(names)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    for name in names:
+        root = workloads.import_root(name)
+        if root is not None and str(root) not in paths:
+            paths.insert(0, str(root))
+    if paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    return loaded
+
+
 def _run(argv: list[str]) -> int:
+    argv, workload_modules = take_workloads(argv)
+    load_workloads(workload_modules)
     command = argv[0] if argv and argv[0] in COMMANDS else "compare"
     rest = argv[1:] if argv and argv[0] in COMMANDS else argv
     if command == "execute":

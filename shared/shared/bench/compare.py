@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared import settings
+from shared import settings, workloads
 from shared.bench import adapters, spec, terms
 from shared.bench.usage import UsageError, choices, positive
 
-PARTS = ("noop-one", "noop-bulk", "sleep", "steady", "fault", "overhead")
+PARTS = ("noop-one", "noop-bulk", "sleep", "steady", "fault", "overhead", "workloads")
 ATTACHED_PARTS = ("noop-one", "noop-bulk", "sleep", "steady")
 """Attached mode injects no fault and cannot turn the workers' recording off."""
 BROKERS = tuple(
@@ -64,6 +65,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sleep-jobs", type=int, default=300, help="jobs per sleep drain run")
     p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
+    p.add_argument(
+        "--workloads",
+        metavar="MODULES",
+        default=None,
+        help="modules that register your own workloads, comma-separated (also BENCH_WORKLOADS; docs/benchmark.md)",
+    )
+    p.add_argument(
+        "--workload-jobs",
+        type=int,
+        default=300,
+        help="jobs per drain run of each of your own workloads (--workloads MODULES; docs/benchmark.md)",
+    )
     p.add_argument("--slots", type=int, default=10, help="total worker slots per adapter (equal for all)")
     p.add_argument("--rate", type=float, default=200.0, help="steady scenario: arrivals per second")
     p.add_argument("--duration", type=float, default=3.0, help="steady scenario: seconds of arrivals")
@@ -100,7 +113,7 @@ def check_args(args: argparse.Namespace) -> None:
         )
     choices(args.brokers, BROKERS, "broker")
     positive(
-        jobs=args.jobs, sleep_jobs=args.sleep_jobs, overhead_jobs=args.overhead_jobs, fault_jobs=args.fault_jobs,
+        jobs=args.jobs, sleep_jobs=args.sleep_jobs, workload_jobs=args.workload_jobs, overhead_jobs=args.overhead_jobs, fault_jobs=args.fault_jobs,
         rate=args.rate, duration=args.duration, repetitions=args.repetitions,
     )  # fmt: skip
     if args.sleep_ms < 0 or args.fault_ms < 0:
@@ -128,6 +141,8 @@ def default_matrix(
     repetitions: int = 5,
     restart_postgres: bool = False,
     overhead_jobs: int = 100_000,
+    user_workloads: Sequence[str] = (),
+    workload_jobs: int = 300,
 ) -> dict[str, Any]:
     """The default matrix (docs/benchmark.md explains the sizes) as a spec dict whose cases carry their
     `part`: `variants` and `fault_variants` map each adapter to the variants it runs."""
@@ -147,6 +162,8 @@ def default_matrix(
             cases.append({**base, **sleep})
             steady = {"jobs": int(steady_rate * steady_seconds), "scenario": "steady", "rate": steady_rate}
             cases.append({**base, **steady, "scheduling": "one_by_one", "part": "steady"})
+            for w in user_workloads:
+                cases.append({**base, "jobs": workload_jobs, "workload": w, "part": "workloads"})
     for name, vs in variants.items():
         if vs and adapters.get(name).counts_completions:
             # The recording overhead: a pair of noop drains, recording on and off, large enough that the
@@ -230,6 +247,8 @@ def build_spec(
         repetitions=args.repetitions,
         restart_postgres=args.full,
         overhead_jobs=args.overhead_jobs,
+        user_workloads=workloads.user_workloads(),
+        workload_jobs=args.workload_jobs,
     )
     data["cases"] = [c for c in data["cases"] if c.pop("part") in parts]
     if not data["cases"]:

@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip-large", "--skip-million", dest="skip_large", action="store_true", help="no large run"
     )
+    p.add_argument(
+        "--workloads",
+        metavar="MODULES",
+        default=None,
+        help="modules that register your own workloads, comma-separated (also BENCH_WORKLOADS; docs/benchmark.md)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # Every adapter's own options; each reads only its own.

@@ -6,12 +6,12 @@ module beside these that defines an `Adapter` (`base.py`) and one line in `_ALL`
 
 from __future__ import annotations
 
-from shared.bench.adapters import celery, pgqueue
+from shared.bench.adapters import celery, pgqueue, pgqueuer, procrastinate
 from shared.bench.adapters.base import Adapter, AdapterUnavailable, Enqueuer, Option, meta
 
 __all__ = ["NAMES", "Adapter", "AdapterUnavailable", "Enqueuer", "Option", "get", "meta"]
 
-_ALL: tuple[Adapter, ...] = (pgqueue.ADAPTER, celery.ADAPTER)
+_ALL: tuple[Adapter, ...] = (pgqueue.ADAPTER, procrastinate.ADAPTER, pgqueuer.ADAPTER, celery.ADAPTER)
 REGISTRY: dict[str, Adapter] = {a.name: a for a in _ALL}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 

@@ -229,3 +229,27 @@ class Adapter(abc.ABC):
         """Between runs: delete what the run left in the queue's tables that the next run would pay for;
         return the tables it wrote (the harness vacuums them after a large run)."""
         return ()
+
+
+class SupervisedAdapter(Adapter):
+    """A queue whose worker is a supervisor of P job processes of N slots each (pgqueue, procrastinate,
+    pgqueuer): two processes by default, so that CPU-bound work is not bound by one GIL, and the
+    supervisor's children are the processes that run jobs."""
+
+    slots_flag: ClassVar[str] = "--slots"
+    """The worker's option for the slots of one process."""
+
+    def layout(self, total_slots: int) -> tuple[int, int]:
+        return (2, max(1, total_slots // 2)) if total_slots >= 2 else (1, total_slots)
+
+    def supervised_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
+        """The worker's command line for the case's processes and slots on `queue`, quiet, recording or not."""
+        argv = [str(bin_dir / self.worker_script), "--processes", str(case.processes)]
+        argv += [self.slots_flag, str(case.slots), "--queues", queue, "--loglevel", "WARNING"]
+        return argv if case.recording else [*argv, "--no-record"]
+
+    def victims(self, root_pid: int) -> list[int]:
+        try:
+            return [c.pid for c in psutil.Process(root_pid).children()]
+        except psutil.Error:
+            return []

@@ -15,10 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import psutil
-
 from shared import db, pgqueue, settings
-from shared.bench.adapters.base import Adapter, Enqueuer, meta
+from shared.bench.adapters.base import Enqueuer, SupervisedAdapter, meta
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -61,7 +59,7 @@ class PgqueueEnqueuer(Enqueuer):
         self.conn.close()
 
 
-class Pgqueue(Adapter):
+class Pgqueue(SupervisedAdapter):
     name = "pgqueue"
     summary = "this project's PostgreSQL job queue (batch claims with SKIP LOCKED, LISTEN/NOTIFY, batched completions)"
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueue",)
@@ -69,13 +67,10 @@ class Pgqueue(Adapter):
     counts_completions = True
     packages: ClassVar[tuple[str, ...]] = ("psycopg",)
     worker_script = "bench-pgqueue-worker"
+    slots_flag = "--threads"
 
     def label(self, options: Mapping[str, str]) -> str:
         return self.name
-
-    def layout(self, total_slots: int) -> tuple[int, int]:
-        # Two processes, so that CPU-bound work is not bound by one GIL.
-        return (2, max(1, total_slots // 2)) if total_slots >= 2 else (1, total_slots)
 
     def slot_mapping(self, case: Case) -> str:
         return f"pgqueue --processes {case.processes} --threads {case.slots} ({case.total_slots} slots)"
@@ -109,16 +104,7 @@ class Pgqueue(Adapter):
         }
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
-        argv = [str(bin_dir / self.worker_script), "--processes", str(case.processes)]
-        argv += ["--threads", str(case.slots), "--queues", queue, "--loglevel", "WARNING"]
-        return argv if case.recording else [*argv, "--no-record"]
-
-    def victims(self, root_pid: int) -> list[int]:
-        # The supervisor's children are the worker processes that run jobs.
-        try:
-            return [c.pid for c in psutil.Process(root_pid).children()]
-        except psutil.Error:
-            return []
+        return self.supervised_argv(case, queue, bin_dir)
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return PgqueueEnqueuer(case, queue, env)

@@ -1,0 +1,143 @@
+"""pgqueuer as a contender: its worker service (`bench-pgqueuer-worker`) and its client API.
+
+Slots map to `--processes P --slots N`: P processes, each running one pgqueuer `QueueManager` (asyncpg on
+uvloop) whose entrypoints run the jobs in N threads. The variant is the dequeue batch size: 500 (the
+setting at which pgqueuer drains fastest here, docs/benchmarks.md) by default, 10 (pgqueuer's own default)
+under `--full`. pgqueuer has no queue names; each harness queue is an entrypoint prefix
+(`<queue>:<workload>`). Bulk is `SyncQueries.enqueue` with lists (one statement per call) per batch of
+`BULK_BATCH` jobs; one-by-one is `enqueue` of one job, both through psycopg on the schema `pgqueuer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pgqueuer.adapters.drivers.psycopg import SyncPsycopgDriver
+from pgqueuer.adapters.persistence.qb import QueryQueueBuilder
+from pgqueuer.adapters.persistence.queries import SyncQueries
+from pgqueuer.domain.settings import DBSettings
+
+from shared import db, peers, settings
+from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    import psycopg
+
+    from shared.bench.spec import Case
+
+SCHEMA = peers.PGQUEUER_SCHEMA
+BULK_BATCH = 5000
+BATCHES = ("500", "10")
+HEARTBEAT_TIMEOUT_SECONDS = 10.0
+"""Seconds after which a picked job whose heartbeat stopped is picked again (pgqueuer's default: 30)."""
+DEQUEUE_TIMEOUT_SECONDS = 5.0
+"""Seconds an idle queue manager waits for a notification before it polls (pgqueuer's default: 30): a job
+whose holder died is announced by nothing, so this bounds its recovery with the heartbeat timeout."""
+
+
+class PgqueuerEnqueuer(Enqueuer):
+    def __init__(self, case: Case, queue: str, env: Mapping[str, str]) -> None:
+        super().__init__(case, queue, env)
+        self.conn = db.connect(settings.load(env).queue_database_url, role="harness-enqueue", autocommit=True)
+        self.queries = SyncQueries(
+            SyncPsycopgDriver(self.conn), qbq=QueryQueueBuilder(DBSettings(db_schema=SCHEMA))
+        )
+        self.entrypoint = peers.pgqueuer_entrypoint(queue, self.workload)
+
+    def _payload(self, m: dict[str, Any]) -> bytes:
+        return json.dumps({"params": self.params, "meta": m}).encode()
+
+    def send_one(self, run_id: int, seq: int, scheduled_at: float | None = None) -> None:
+        self.queries.enqueue(self.entrypoint, self._payload(meta(run_id, seq, time.time(), scheduled_at)))
+
+    def send_many(self, run_id: int, seqs: Sequence[int]) -> None:
+        for i in range(0, len(seqs), BULK_BATCH):
+            now = time.time()
+            chunk = seqs[i : i + BULK_BATCH]
+            self.queries.enqueue(
+                [self.entrypoint] * len(chunk),
+                [self._payload(meta(run_id, s, now)) for s in chunk],
+                [0] * len(chunk),
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Pgqueuer(SupervisedAdapter):
+    name = "pgqueuer"
+    summary = "pgqueuer: a PostgreSQL job queue for Python (asyncpg, SKIP LOCKED batches, LISTEN/NOTIFY)"
+    options = (Option("batch", BATCHES, "500", "jobs per dequeue (pgqueuer's own default: 10)", "batches"),)
+    backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueuer",)
+    packages: ClassVar[tuple[str, ...]] = ("pgqueuer", "asyncpg", "uvloop")
+    worker_script = "bench-pgqueuer-worker"
+
+    def label(self, options: Mapping[str, str]) -> str:
+        batch = self.resolve(options)["batch"]
+        return self.name if batch == self.option("batch").default else f"{self.name}.batch{batch}"
+
+    def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
+        return [{"batch": b} for b in (BATCHES if full else BATCHES[:1])]
+
+    def slot_mapping(self, case: Case) -> str:
+        batch = self.resolve(case.options)["batch"]
+        return (
+            f"pgqueuer: {case.processes} process(es) x {case.slots} threads, batch {batch} "
+            f"({case.total_slots} slots)"
+        )
+
+    queue_defaults: ClassVar[dict[str, float]] = {
+        "jobs": 50_000,
+        "one_by_one_jobs": 2_000,
+        "latency_seconds": 10,
+        "large": 0,
+    }
+
+    def add_queue_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--pgqueuer-processes", type=int, default=2, help="worker processes")
+        p.add_argument("--pgqueuer-threads", type=int, default=5, help="job threads per process")
+        p.add_argument(
+            "--pgqueuer-batches", default=",".join(BATCHES), help="dequeue batch sizes, comma-separated"
+        )
+
+    def queue_variants(self, args: argparse.Namespace) -> list[tuple[dict[str, str], int, int]]:
+        from shared.bench.usage import choices
+
+        batches = choices(args.pgqueuer_batches, BATCHES, "batch") or []
+        return [({"batch": b}, args.pgqueuer_processes, args.pgqueuer_threads) for b in batches]
+
+    def configuration(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        batch = int(self.resolve(options)["batch"])
+        return {
+            "schema": SCHEMA,
+            "driver": "asyncpg on uvloop (worker), psycopg (enqueue)",
+            "batch_size": batch,
+            "max_concurrent_tasks": f"max(2 x batch, threads) = at least {2 * batch}",
+            "heartbeat_timeout": HEARTBEAT_TIMEOUT_SECONDS,
+            "dequeue_timeout": DEQUEUE_TIMEOUT_SECONDS,
+            "bulk": f"enqueue with lists, {BULK_BATCH} jobs per call",
+        }
+
+    def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
+        argv = self.supervised_argv(case, queue, bin_dir)
+        argv += ["--batch-size", self.resolve(case.options)["batch"]]
+        argv += ["--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_SECONDS)]
+        return [*argv, "--dequeue-timeout", str(DEQUEUE_TIMEOUT_SECONDS)]
+
+    def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
+        return PgqueuerEnqueuer(case, queue, env)
+
+    def settle(self, conn: psycopg.Connection, queue: str) -> tuple[str, ...]:
+        # A finished job leaves pgqueuer's queue table; its log rows stay until aggregated or pruned.
+        prefix = queue.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+        conn.execute("DELETE FROM pgqueuer.pgqueuer_log WHERE entrypoint LIKE %s", (prefix,))
+        conn.execute("DELETE FROM pgqueuer.pgqueuer_statistics WHERE entrypoint LIKE %s", (prefix,))
+        return ("pgqueuer.pgqueuer", "pgqueuer.pgqueuer_log")
+
+
+ADAPTER = Pgqueuer()
