@@ -31,7 +31,7 @@ def test_upgrade_downgrade_upgrade(empty_database_url):
     assert ("queue", "celery_taskmeta", "r") in at_head
     assert ("public", "benchmark_runs", "r") in at_head
     assert ("queue", "alembic_version", "r") in at_head and ("public", "alembic_version", "r") in at_head
-    # the peers' tables, by their own installers, each in a schema of its own (q0006)
+    # the peers' tables, by their own installers, each in a schema of its own (q0007)
     assert ("procrastinate", "procrastinate_jobs", "r") in at_head
     assert ("pgqueuer", "pgqueuer", "r") in at_head and ("pgqueuer", "pgqueuer_log", "r") in at_head
     migrate_mod.downgrade(url, url)

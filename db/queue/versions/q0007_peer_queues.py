@@ -1,7 +1,7 @@
 """The peer queues' tables: procrastinate's in the schema `procrastinate`, pgqueuer's in the schema `pgqueuer`
 
-Revision ID: q0006
-Revises: q0005
+Revision ID: q0007
+Revises: q0006
 Create Date: 2026-12-06
 
 Each library's own installer writes the SQL, from the installed version: procrastinate's
@@ -20,8 +20,8 @@ from alembic import op
 
 from shared import peers
 
-revision = "q0006"
-down_revision = "q0005"
+revision = "q0007"
+down_revision = "q0006"
 branch_labels = None
 depends_on = None
 
