@@ -1,6 +1,6 @@
 """What the peer queues' workers (`services/peers_worker`) and their adapters (`shared.bench.adapters`) must
 agree on: where each peer's tables are and how a harness queue is named in it (docs/architecture.md,
-"Adding a queue"). The schemas are installed by the queue lineage (`db/queue/versions/q0006`).
+"Adding a queue"). The schemas are installed by the queue lineage (`db/queue/versions/q0007`).
 """
 
 from __future__ import annotations
