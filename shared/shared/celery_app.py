@@ -114,6 +114,10 @@ def config(
             visibility_timeout if visibility_timeout is not None else DEFAULT_REDIS_VISIBILITY_TIMEOUT
         )
         conf["bench_restore_interval"] = restore_interval
+    if broker == "rabbitmq" and configuration == "reliable":
+        # Publisher confirms: a publish returns once RabbitMQ has taken the message (persistent, on a
+        # durable queue), the promise pgqueue's committed INSERT makes (docs/benchmark.md, "Durability").
+        transport_options["confirm_publish"] = True
     if transport_options:
         conf["broker_transport_options"] = transport_options
     if result_backend:

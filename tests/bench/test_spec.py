@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from shared.bench import adapters, compare, experiments, spec
@@ -105,10 +106,15 @@ def test_both_queues_with_equal_total_slots_are_one_comparison():
     noop_bulk = [
         c
         for c in s.cases
-        if c.workload == "noop" and c.scheduling == "bulk" and c.recording and c.jobs == 2000
+        if c.workload == "noop"
+        and c.scheduling == "bulk"
+        and c.recording
+        and c.workers_start == "held"
+        and c.jobs == 2000
     ]
     assert {c.who for c in noop_bulk} == {"pgqueue", "procrastinate", "pgqueuer", "celery.postgres.defaults"}
-    assert len({c.family for c in noop_bulk}) == 1 and noop_bulk[0].family.endswith("/slots10")
+    # sized drains are named by their time budget, so all adapters' are one comparison whatever their sizes
+    assert len({c.family for c in noop_bulk}) == 1 and noop_bulk[0].family.endswith("/t2s/slots10")
     assert spec.family_of("pgqueue/drain/noop/bulk/n5/p2s5.norec") == "drain/noop/bulk/n5/slots10.norec"
 
 
@@ -130,4 +136,40 @@ def test_a_recording_pair_runs_side_by_side_in_alternating_order():
         [off, on, celery],
         [celery, on, off],
         [off, on, celery],
+    ]
+
+
+def test_a_drain_holds_its_workers_by_default_and_the_overlap_is_named_apart():
+    held = spec.Case(adapter="pgqueue", jobs=10)
+    assert held.workers_start == "held" and held.key == "pgqueue/drain/noop/bulk/n10/p1s10"
+    overlap = spec.Case(adapter="pgqueue", jobs=10, workers_start="before_enqueue")
+    assert overlap.key == "pgqueue/drain.overlap/noop/bulk/n10/p1s10" and overlap.family != held.family
+    steady = spec.Case(adapter="pgqueue", jobs=10, scenario="steady")
+    assert steady.workers_start == "before_enqueue"
+    with pytest.raises(pydantic.ValidationError, match="only a drain"):
+        spec.Case(adapter="pgqueue", jobs=10, scenario="steady", workers_start="held")
+    with pytest.raises(pydantic.ValidationError, match="only a drain is sized"):
+        spec.Case(adapter="pgqueue", jobs=10, scenario="steady", min_seconds=2)
+
+
+def test_the_default_fault_rows_are_like_for_like_first():
+    faults = adapters.get("celery").fault_variants(brokers=["postgres", "redis", "rabbitmq"], full=False)
+    assert faults == [
+        {"broker": "rabbitmq", "config": "reliable"},
+        {"broker": "redis", "config": "reliable"},
+        {"broker": "rabbitmq", "config": "defaults"},
+        {"broker": "redis", "config": "defaults"},
+    ]
+    # the SQL broker only when nothing else answers, or with --full
+    assert adapters.get("celery").fault_variants(brokers=["postgres"], full=False)[0]["broker"] == "postgres"
+
+
+def test_a_sweep_runs_once_per_rate_in_rising_order():
+    s = experiments.validate_spec(default_matrix(brokers=["postgres"], sweep_rates=(100.0, 300.0)))
+    sweeps = [(c.who, c.rate) for c, _ in s.schedule() if c.scenario == "sweep"]
+    assert sweeps == [
+        ("pgqueue", 100),
+        ("pgqueue", 300),
+        ("celery.postgres.defaults", 100),
+        ("celery.postgres.defaults", 300),
     ]

@@ -96,3 +96,49 @@ def test_recording_overhead_is_taken_pair_by_pair():
         [_case("k", True, [1.1, 0.9, 1.05, 0.95]), _case("k.norec", False, [1.0, 1.0, 1.0])]
     )
     assert o["pairs"] == 3 and o["no_clear_difference"]
+
+
+def test_a_percentile_needs_a_hundred_samples_beyond_it():
+    # p50 needs 200 samples, p99 10,000, p99.9 100,000 (docs/benchmark.md, "Statistics").
+    assert st.enough_for(200, 50) and not st.enough_for(199, 50)
+    assert st.enough_for(10_000, 99) and not st.enough_for(9_999, 99)
+    assert not st.enough_for(99_999, 99.9)
+    values = [float(i) for i in range(10_000)]
+    p = st.percentiles(values, tail=st.MIN_TAIL)
+    assert p["p50"] is not None and p["p99"] is not None and p["p99.9"] is None
+    assert st.percentiles(values[:199], tail=st.MIN_TAIL)["p50"] is None
+    # Without the rule (the web's page timings), every percentile is given.
+    assert st.percentiles(values[:10])["p99.9"] is not None
+
+
+def test_the_latency_summary_and_the_comparison_say_n_too_small():
+    from shared.bench import metrics
+    from shared.bench.report import figures
+
+    summary = metrics.latency_summary({"end_to_end": [1.0] * 250})
+    assert summary["end_to_end"]["n"] == 250
+    assert summary["end_to_end"]["p50"] == 1.0 and summary["end_to_end"]["p99"] is None
+
+    def case(who: str, p50: float | None) -> dict:
+        est = {"throughput": {"median": 10.0, "ci_low": 9.0, "ci_high": 11.0, "n": 3}}
+        if p50 is not None:
+            est["e2e_p50_ms"] = {"median": p50, "ci_low": p50, "ci_high": p50, "n": 3}
+        return {"who": who, "case_key": f"{who}/drain/noop/bulk/n500/p1s10", "estimates": est}
+
+    rows = {r["figure"]: r for r in figures.compare_cases([case("a", 2.0), case("b", None)])["rows"]}
+    assert rows["e2e_p50_ms"]["results"]["b"]["note"] == st.N_TOO_SMALL
+    assert rows["e2e_p50_ms"]["winner"] is None  # one figure cannot win against "n too small"
+
+
+def test_a_sized_comparison_compares_rates_only():
+    from shared.bench.report import figures
+
+    def case(who: str) -> dict:
+        est = {
+            name: {"median": 5.0, "ci_low": 4.0, "ci_high": 6.0, "n": 3}
+            for name in ("throughput", "drain_seconds", "e2e_p50_ms")
+        }
+        return {"who": who, "case_key": f"{who}/drain/noop/bulk/t2s/p1s10", "estimates": est}
+
+    comp = figures.compare_cases([case("a"), case("b")])
+    assert comp["sized"] and [r["figure"] for r in comp["rows"]] == ["throughput"]

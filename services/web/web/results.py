@@ -108,6 +108,11 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return serializers.plain(run.get("metrics") or {})
 
 
+def headline(experiment_id: int) -> dict[str, Any] | None:
+    """The experiment's verdicts, as at the top of its `summary.md`; None without the library or runs."""
+    return _with_report("headline", experiment_id)
+
+
 def run_series(run_id: int) -> dict[str, Any] | None:
     """The run's time series and distributions, as the report draws them; None without the library."""
     return _with_report("run_series", run_id)

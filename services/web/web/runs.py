@@ -289,8 +289,14 @@ def experiment(experiment_id: int):
             abort(404, f"There is no experiment {experiment_id}.")
         runs = results.list_runs(conn, experiment_id=experiment_id, limit=10_000)
         files = report_files(conn, experiment_id)
+    finished = exp["status"] in ("completed", "cancelled", "failed")
+    verdicts = results.headline(experiment_id) if finished and runs else None
     return render_template(
-        "runs/experiment.html", experiment=exp, cases=results.cases_of(runs), report_files=files
+        "runs/experiment.html",
+        experiment=exp,
+        cases=results.cases_of(runs),
+        report_files=files,
+        headline=verdicts,
     )
 
 

@@ -24,9 +24,15 @@ from shared import settings, workloads
 from shared.bench import adapters, spec, terms
 from shared.bench.usage import UsageError, choices, positive
 
-PARTS = ("noop-one", "noop-bulk", "sleep", "steady", "fault", "overhead", "workloads")
-ATTACHED_PARTS = ("noop-one", "noop-bulk", "sleep", "steady")
+PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "steady", "overlap", "fault", "overhead", "workloads")
+DEFAULT_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "fault", "overhead", "workloads")
+"""`steady` (one fixed rate) and `overlap` (a drain whose workers consume while it is enqueued) run when
+asked for: the sweep supersedes the one, and the other is not a drain (docs/benchmark.md). `workloads` has
+cases only when modules of your own are given (--workloads)."""
+ATTACHED_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "steady", "overlap")
 """Attached mode injects no fault and cannot turn the workers' recording off."""
+SWEEP_RATES = "1000,3000"
+FULL_SWEEP_RATES = "100,300,1000,3000,10000"
 BROKERS = tuple(
     dict.fromkeys(
         c for a in adapters.REGISTRY.values() for o in a.options if o.name == "broker" for c in o.choices
@@ -46,24 +52,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "A broker named here must answer.",
     )
     p.add_argument(
-        "--full", action="store_true", help="add every configuration and the PostgreSQL-restart fault"
+        "--full",
+        action="store_true",
+        help="add every configuration, the long sweep, the whole-worker kill and the PostgreSQL-restart fault",
     )
     p.add_argument(
         "--parts",
         default=None,
-        help=f"which parts of the matrix: {', '.join(PARTS)} (default: all; with --attached: "
-        f"{', '.join(ATTACHED_PARTS)})",
+        help=f"which parts of the matrix: {', '.join(PARTS)} (default: {', '.join(DEFAULT_PARTS)}; "
+        f"with --attached: those of them attached mode can run; steady and overlap only when named)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=500, help="jobs of each noop drain's probe (and of an overlap)"
+    )
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=2.0,
+        help="each drain is sized from its probe to last about this long, for every adapter",
     )
     p.add_argument(
         "--attached",
         action="store_true",
         help="measure the workers that already run (make dev, a deployed fleet) instead of starting them",
     )
-    p.add_argument("--jobs", type=int, default=500, help="jobs per noop drain run")
     p.add_argument(
         "--overhead-jobs", type=int, default=100_000, help="jobs per run of the recording on/off pair"
     )
-    p.add_argument("--sleep-jobs", type=int, default=300, help="jobs per sleep drain run")
+    p.add_argument("--sleep-jobs", type=int, default=300, help="jobs of each sleep drain's probe")
     p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
     p.add_argument(
         "--workloads",
@@ -80,6 +96,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slots", type=int, default=10, help="total worker slots per adapter (equal for all)")
     p.add_argument("--rate", type=float, default=200.0, help="steady scenario: arrivals per second")
     p.add_argument("--duration", type=float, default=3.0, help="steady scenario: seconds of arrivals")
+    p.add_argument(
+        "--sweep-rates",
+        default=None,
+        help=f"load sweep: offered rates in jobs/s, comma-separated, rising (default {SWEEP_RATES}; "
+        f"--full: {FULL_SWEEP_RATES})",
+    )
+    p.add_argument(
+        "--sweep-jobs",
+        type=int,
+        default=10_000,
+        help="load sweep: jobs per rate (10,000 leave 100 samples beyond the p99)",
+    )
+    p.add_argument(
+        "--p99-bound-ms", type=float, default=50.0, help="load sweep: the p99 bound of its verdict"
+    )
     p.add_argument("--fault-jobs", type=int, default=200, help="jobs per fault run (sleep jobs)")
     p.add_argument("--fault-ms", type=float, default=50.0, help="milliseconds each fault-run job sleeps")
     p.add_argument(
@@ -113,9 +144,12 @@ def check_args(args: argparse.Namespace) -> None:
         )
     choices(args.brokers, BROKERS, "broker")
     positive(
-        jobs=args.jobs, sleep_jobs=args.sleep_jobs, workload_jobs=args.workload_jobs, overhead_jobs=args.overhead_jobs, fault_jobs=args.fault_jobs,
-        rate=args.rate, duration=args.duration, repetitions=args.repetitions,
+        jobs=args.jobs, sleep_jobs=args.sleep_jobs, workload_jobs=args.workload_jobs,
+        overhead_jobs=args.overhead_jobs, fault_jobs=args.fault_jobs,
+        rate=args.rate, duration=args.duration, repetitions=args.repetitions, min_seconds=args.min_seconds,
+        sweep_jobs=args.sweep_jobs, p99_bound_ms=args.p99_bound_ms,
     )  # fmt: skip
+    sweep_rates(args)
     if args.sleep_ms < 0 or args.fault_ms < 0:
         raise UsageError(
             f"--sleep-ms and --fault-ms must not be negative, got {args.sleep_ms} and {args.fault_ms}"
@@ -124,6 +158,20 @@ def check_args(args: argparse.Namespace) -> None:
         positive(stall_seconds=args.stall_seconds)
     if args.slots < 2:
         raise UsageError(f"--slots must be at least 2 (pgqueue runs 2 processes), got {args.slots}")
+
+
+def sweep_rates(args: argparse.Namespace) -> list[float]:
+    """The sweep's rates, rising; `UsageError` for anything else."""
+    raw = args.sweep_rates or (FULL_SWEEP_RATES if args.full else SWEEP_RATES)
+    try:
+        rates = [float(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--sweep-rates takes rates in jobs/s, comma-separated, got {raw!r}") from None
+    if not rates or any(not 0 < r <= terms.MAX_RATE for r in rates) or rates != sorted(set(rates)):
+        raise UsageError(
+            f"--sweep-rates takes rising rates between 0 and {terms.MAX_RATE:g} jobs/s, got {raw!r}"
+        )
+    return rates
 
 
 def default_matrix(
@@ -143,6 +191,10 @@ def default_matrix(
     overhead_jobs: int = 100_000,
     user_workloads: Sequence[str] = (),
     workload_jobs: int = 300,
+    min_seconds: float | None = 2.0,
+    sweep_rates: tuple[float, ...] = (1000.0, 3000.0),
+    sweep_jobs: int = 10_000,
+    p99_bound_ms: float = 50.0,
 ) -> dict[str, Any]:
     """The default matrix (docs/benchmark.md explains the sizes) as a spec dict whose cases carry their
     `part`: `variants` and `fault_variants` map each adapter to the variants it runs."""
@@ -155,15 +207,22 @@ def default_matrix(
     for name, vs in variants.items():
         for v in vs:
             base = {"adapter": name, "options": v, **layout(name)}
+            # Drains: workers held while the batch is enqueued, each sized from a probe to last `min_seconds`.
+            drain = {**base, "scenario": "drain", "workers_start": "held", "min_seconds": min_seconds}
             for mode in terms.SCHEDULING_MODES:
                 part = "noop-one" if mode == "one_by_one" else "noop-bulk"
-                cases.append({**base, "jobs": noop_jobs, "scheduling": mode, "part": part})
+                cases.append({**drain, "jobs": noop_jobs, "scheduling": mode, "part": part})
             sleep = {"jobs": sleep_jobs, "workload": "sleep", "params": {"ms": sleep_ms}, "part": "sleep"}
-            cases.append({**base, **sleep})
+            cases.append({**drain, **sleep})
+            overlap = {"jobs": noop_jobs, "workers_start": "before_enqueue", "part": "overlap"}
+            cases.append({**base, "scenario": "drain", "scheduling": "bulk", **overlap})
             steady = {"jobs": int(steady_rate * steady_seconds), "scenario": "steady", "rate": steady_rate}
             cases.append({**base, **steady, "scheduling": "one_by_one", "part": "steady"})
             for w in user_workloads:
-                cases.append({**base, "jobs": workload_jobs, "workload": w, "part": "workloads"})
+                cases.append({**drain, "jobs": workload_jobs, "workload": w, "part": "workloads"})
+            for rate in sweep_rates:
+                sweep = {"jobs": sweep_jobs, "scenario": "sweep", "rate": rate, "p99_bound_ms": p99_bound_ms}
+                cases.append({**base, **sweep, "scheduling": "one_by_one", "part": "sweep"})
     for name, vs in variants.items():
         if vs and adapters.get(name).counts_completions:
             # The recording overhead: a pair of noop drains, recording on and off, large enough that the
@@ -176,7 +235,7 @@ def default_matrix(
                 "part": "overhead",
             }
             cases += [pair, {**pair, "recording": False}]
-    faults = ["kill_worker"] + (["restart_postgres"] if restart_postgres else [])
+    faults = ["kill_worker"] + (["kill_whole_worker", "restart_postgres"] if restart_postgres else [])
     for name, vs in fault_variants.items():
         for v, fault in ((v, f) for v in vs for f in faults):
             work = {"jobs": fault_jobs, "workload": "sleep", "params": {"ms": fault_ms}}
@@ -208,7 +267,11 @@ def build_spec(
             raise UsageError(f"cannot read the spec file {args.spec}: {exc}") from None
         return spec.validate_spec(data), notes
     names = choices(args.adapters, adapters.NAMES, "adapter") or []
-    default_parts = ATTACHED_PARTS if getattr(args, "attached", False) else PARTS
+    default_parts = (
+        [p for p in DEFAULT_PARTS if p in ATTACHED_PARTS]
+        if getattr(args, "attached", False)
+        else DEFAULT_PARTS
+    )
     parts = set(choices(args.parts or ",".join(default_parts), PARTS, "part") or [])
     brokers = choices(args.brokers, BROKERS, "broker") or list(BROKERS)
     variants: dict[str, list[dict[str, str]]] = {}
@@ -227,11 +290,10 @@ def build_spec(
             else:
                 notes.append(f"{adapter.label(v)} skipped: {why}")
         variants[name] = usable
-        ok = [dict(adapter.resolve(v)) for v in usable]
         faults[name] = [
             v
             for v in adapter.fault_variants(brokers=brokers, full=args.full)
-            if dict(adapter.resolve(v)) in ok
+            if adapter.unavailable(v, s) is None
         ]
     data = default_matrix(
         variants=variants,
@@ -249,6 +311,10 @@ def build_spec(
         overhead_jobs=args.overhead_jobs,
         user_workloads=workloads.user_workloads(),
         workload_jobs=args.workload_jobs,
+        min_seconds=args.min_seconds,
+        sweep_rates=tuple(sweep_rates(args)),
+        sweep_jobs=args.sweep_jobs,
+        p99_bound_ms=args.p99_bound_ms,
     )
     data["cases"] = [c for c in data["cases"] if c.pop("part") in parts]
     if not data["cases"]:
@@ -275,6 +341,9 @@ def run(args: argparse.Namespace) -> int:
         stall_seconds=args.stall_seconds,
         print_summary=print_summary,
         mode="attached" if attached else "managed",
+        # The SQL broker's workers keep kombu's tables in a database of their own, as `make bench-celery`
+        # does: on a reused one the planner's statistics slow its fetch (docs/celery.md).
+        isolate_brokers=True,
     )
 
 
@@ -308,6 +377,14 @@ def live_workers() -> tuple[settings.Settings, list[dict[str, Any]]]:
 def print_summary(out: Path) -> None:
     """The headline figures of a report folder, and where the rest is."""
     data = json.loads((out / "results.json").read_text())
+    print()
+    h = data.get("headline") or {}
+    for x in h.get("significant") or []:
+        print(f"* {x.replace('**', '').replace('`', '')}")
+    for x in h.get("sweep") or []:
+        print(f"* {x.replace('**', '').replace('`', '')}")
+    if h.get("no_clear_difference"):
+        print(f"* no clear difference: {'; '.join(h['no_clear_difference'])}")
     print()
     for fam, comp in sorted(data["comparisons"].items()):
         print(fam)

@@ -83,11 +83,13 @@ def capture(conn: psycopg.Connection, *, database_origin: str, mode: str) -> dic
 
 
 def of_run(base: dict[str, Any], case: Case, s: settings.Settings) -> dict[str, Any]:
-    """`base` plus what is particular to one run: its variant's configuration, slots and the load now."""
+    """`base` plus what is particular to one run: its variant's configuration and durability (read from
+    its servers), slots and the load now."""
     adapter = adapters.get(case.adapter)
     return {
         **base,
         "configuration": adapter.configuration(case.options, s),
+        "durability": adapter.durability(case.options, s),
         "slot_mapping": case.slot_mapping(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }

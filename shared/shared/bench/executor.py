@@ -85,6 +85,8 @@ class Executor:
         self._queues = 0
         self._seen_cases: set[str] = set()
         self._checkpoint_refused = False
+        self._saturated: dict[str, float] = {}
+        """Sweeps that saturated, and at which rate: their higher rates are not run."""
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
@@ -188,10 +190,14 @@ class Executor:
         cases = {c.key: c for c in spec.cases}
         if self.mode == "managed":
             self._start_shared_groups(list(spec.cases))
+        sizes = self._size_cases(spec)
         for i, (run_id, key, rep) in enumerate(rows):
             if self.should_stop():
                 break
             case = cases[key]
+            if key in sizes:
+                case = case.model_copy(update={"jobs": sizes[key]["jobs"]})
+                self.db.run("run_set_jobs", {"id": run_id, "jobs": case.jobs})
             self._progress(run_id=run_id, case=key, repetition=rep, index=i, total=len(rows))
             skip = self.skip_reason(case)
             if skip:
@@ -202,7 +208,9 @@ class Executor:
             if self.calibrate and case.scenario == "drain" and rep not in self.calibration:
                 self._calibrate(spec, rep)
             try:
-                run.execute(self, run_id, case, rep)
+                m = run.execute(self, run_id, case, rep, sizing=sizes.get(key))
+                if (m.get("sweep") or {}).get("saturation"):
+                    self._saturated.setdefault(self.sweep_line(case), case.rate or 0.0)
             except KeyboardInterrupt:
                 self._stop.set()
                 self.db.run("run_end", {"id": run_id, "status": "cancelled", "error": "interrupted"})
@@ -211,7 +219,30 @@ class Executor:
                 self.db.run("run_end", {"id": run_id, "status": "failed", "error": str(exc)})
             self._progress(run_id=run_id, case=key, repetition=rep, index=i + 1, total=len(rows), done=True)
 
+    def _size_cases(self, spec: Spec) -> dict[str, dict[str, Any]]:
+        """Each sized drain's size, from a probe on its own workers before the first round (managed mode;
+        attached mode runs the probe's size). What sized it goes with every run."""
+        sizes: dict[str, dict[str, Any]] = {}
+        for n, case in enumerate(c for c in spec.cases if c.min_seconds and c.scenario == "drain"):
+            if self.mode != "managed" or self.should_stop() or self.skip_reason(case):
+                continue
+            try:
+                sizes[case.key] = run.probe(self, case, -(self.experiment_id * 1000 + n + 1))
+            except adapters.AdapterUnavailable as exc:
+                self.notes.append(
+                    f"{case.key}: no probe ({str(exc).splitlines()[0]}); its size is the probe's"
+                )
+        return sizes
+
+    @staticmethod
+    def sweep_line(case: Case) -> str:
+        """The sweep a rate belongs to: the variant and everything but the rate."""
+        return case.key.replace(f"@{case.rate:g}/s", "")
+
     def skip_reason(self, case: Case) -> str | None:
+        saturated_at = self._saturated.get(self.sweep_line(case)) if case.scenario == "sweep" else None
+        if saturated_at is not None and (case.rate or 0) > saturated_at:
+            return f"{case.key}: not run, {case.who} saturated at {saturated_at:g} jobs/s"
         if case.scenario == "fault" and self.mode == "attached":
             return f"{case.key}: attached mode injects no faults"
         if case.fault == "restart_postgres" and self.cluster is None:
@@ -268,7 +299,8 @@ class Executor:
         adapter = adapters.get(case.adapter)
         env_cm = adapter.group_env(case.options, self.url) if self.isolate_brokers else None
         extra = env_cm.__enter__() if env_cm is not None else {}
-        group = WorkerGroup(queue or self.new_queue(), env={**self.worker_env(), **extra})
+        own = adapter.worker_environment(case.options, self.url)
+        group = WorkerGroup(queue or self.new_queue(), env={**self.worker_env(), **extra, **own})
         group.close_env = lambda: self._close_group(case, group, env_cm)
         return self.start_workers(case, group) if start else group
 
@@ -277,6 +309,14 @@ class Executor:
         log_path = self.out / "logs" / f"{case.who}-{group.queue}.log"
         group.workers.append(WorkerProcess(argv, group.env, log_path))
         return group
+
+    def add_worker(self, case: Case, group: WorkerGroup) -> None:
+        """Start one more worker in `group` and wait until it is ready (it replaces a killed one)."""
+        self.start_workers(case, group)
+        processes = case.processes if adapters.get(case.adapter).child_heartbeats else 0
+        group.workers[-1].wait_ready(
+            self.url, processes=processes, timeout=READY_TIMEOUT_SECONDS, should_stop=self.should_stop
+        )
 
     def _close_group(self, case: Case, group: WorkerGroup, env_cm: Any) -> None:
         adapters.get(case.adapter).drop_queue(case.options, group.queue, group.env)
@@ -310,8 +350,9 @@ class Executor:
 
     @staticmethod
     def shares_group(case: Case) -> bool:
-        """Fault runs kill a worker, and gated runs start theirs after the enqueue: both get fresh ones."""
-        return case.scenario != "fault" and case.workers_start == "before_enqueue"
+        """Fault runs kill a worker, and gated runs start theirs after the enqueue: both get fresh ones. Held
+        drains hold and release the experiment's running workers."""
+        return case.scenario != "fault" and case.workers_start != "after_enqueue"
 
     def shared_group(self, case: Case) -> tuple[WorkerGroup, bool]:
         """The running workers for `case`, restarted if one died; and whether they were started for it."""

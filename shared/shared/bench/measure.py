@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from shared.bench import audit, dbload, metrics
+from shared.bench import audit, dbload, metrics, store, terms
 from shared.bench.scenarios import EnqueueResult
 from shared.bench.spec import Case
 
@@ -49,7 +49,7 @@ def run_metrics(
             m["wall_throughput"] = round(n_sent / m["wall_seconds"], 1)
         return m
     timings = metrics.job_timings(conn, run_id)
-    lat = metrics.latencies(timings, from_scheduled=case.scenario == "steady")
+    lat = metrics.latencies(timings, from_scheduled=case.scenario in ("steady", "sweep"))
     m["latency_ms"] = metrics.latency_summary(lat)
     m["latency_cdf"] = {k: metrics.cdf_points(v) for k, v in lat.items()}
     starts = [t.first_start for t in timings if t.first_start is not None]
@@ -61,5 +61,44 @@ def run_metrics(
         m["drain_seconds"] = round(drain, 4)
         m["throughput"] = round(len(finishes) / drain, 1)
         m["throughput_series"] = metrics.throughput_series(finishes, first)
+    if case.scenario == "sweep" and sent is not None:
+        m["sweep"] = sweep_point(case, sent, finishes)
     m["audit"] = audit.audit_run(conn, run_id, range(n_sent)).to_dict()
     return m
+
+
+def gate_check(conn: psycopg.Connection, run_id: int, gate: dict[str, Any]) -> dict[str, Any]:
+    """The drain gate as the records saw it: how many jobs started before the enqueue ended (0 when the
+    workers were held or started after it; docs/benchmark.md, "Drain means drain")."""
+    end = gate.get("enqueue_finished_at")
+    if end is None:
+        return gate
+    early = conn.execute(store.q("events_started_before"), {"run_id": run_id, "ts": end}).fetchone()
+    return {**gate, "jobs_started_before_enqueue_end": int(early[0] if early else 0)}
+
+
+def sweep_point(case: Case, sent: EnqueueResult, finishes: list[float]) -> dict[str, Any]:
+    """One rate of a load sweep: the offered and delivered rates and whether it saturated
+    (docs/benchmark.md, "The load sweep"). `sender`: the harness's sender fell
+    `terms.SWEEP_MAX_LAG_SECONDS` behind its schedule, so the rate was not offered; `queue`: jobs finished
+    at less than `terms.SWEEP_MIN_DELIVERED` of the offered rate (the queue fell behind), or not all did."""
+    rate = float(case.rate or 0)
+    delivered = (
+        (len(finishes) - 1) / (finishes[-1] - finishes[0])
+        if len(finishes) > 2 and finishes[-1] > finishes[0]
+        else None
+    )
+    saturation = None
+    if sent.fell_behind:
+        saturation = "sender"
+    elif len(finishes) < sent.sent or (
+        delivered is not None and delivered < terms.SWEEP_MIN_DELIVERED * rate
+    ):
+        saturation = "queue"
+    return {
+        "offered_rate": rate,
+        "delivered_rate": round(delivered, 1) if delivered is not None else None,
+        "sent": sent.sent,
+        "saturation": saturation,
+        "p99_bound_ms": case.p99_bound_ms,
+    }

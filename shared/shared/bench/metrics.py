@@ -68,8 +68,11 @@ def latencies(timings: Iterable[Timing], *, from_scheduled: bool = False) -> dic
 
 
 def latency_summary(lat: dict[str, list[float]]) -> dict[str, dict[str, float | None]]:
-    """p50, p95, p99, p99.9 of each latency kind."""
-    return {kind: stats.percentiles(vals) for kind, vals in lat.items()}
+    """p50, p95, p99, p99.9 of each latency kind, and its number of samples `n`; a percentile with fewer
+    than `stats.MIN_TAIL` samples beyond it is None ("n too small")."""
+    return {
+        kind: {**stats.percentiles(vals, tail=stats.MIN_TAIL), "n": len(vals)} for kind, vals in lat.items()
+    }
 
 
 def cdf_points(values: Sequence[float], points: int = CDF_POINTS) -> list[tuple[float, float]]:

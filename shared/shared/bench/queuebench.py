@@ -180,6 +180,11 @@ def _f(x: float | None, fmt: str = ",.0f") -> str:
     return "–" if x is None else format(x, fmt)
 
 
+def _p(x: float | None) -> str:
+    """A latency percentile, or why it is not reported (`stats.MIN_TAIL`)."""
+    return stats.N_TOO_SMALL if x is None else format(x, ".2f")
+
+
 def print_figures(out: Path, args: argparse.Namespace, parts: dict[str, str]) -> None:
     """The figures as a Markdown table per variant, each with its ratio to the raw ceiling."""
     results = json.loads((out / "results.json").read_text())
@@ -207,8 +212,8 @@ def print_figures(out: Path, args: argparse.Namespace, parts: dict[str, str]) ->
         )
         if lat:
             print(
-                f"| queue wait at {args.rate:g} jobs/s, p50 / p99 / p99.9 ms | {_f(lat['p50'], '.2f')} / {_f(lat['p99'], '.2f')} / "
-                f"{_f(lat['p99.9'], '.2f')} | {_f(raw['notify_p50_ms'], '.2f')} / {_f(raw['notify_p99_ms'], '.2f')} (NOTIFY) | |"
+                f"| queue wait at {args.rate:g} jobs/s, p50 / p99 / p99.9 ms | {_p(lat['p50'])} / {_p(lat['p99'])} / "
+                f"{_p(lat['p99.9'])} | {_f(raw['notify_p50_ms'], '.2f')} / {_f(raw['notify_p99_ms'], '.2f')} (NOTIFY) | |"
             )
         print(
             f"| worker start-up s, CPU s, peak PSS MB (drain) | {_f(d.get('startup_s'), '.2f')}, {_f(d.get('cpu_s'), '.1f')}, {_f(d.get('peak_pss_mb'))} | | |"

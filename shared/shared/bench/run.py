@@ -5,19 +5,22 @@ Steps, in order (docs/benchmark.md, "One run"):
    whose workers start after the enqueue, or the queue a live worker announces (attached);
 2. before the timed window: a checkpoint before a large run, the enqueuer's connection, the database
    counters, the queue's own completed count, the resource sampler, the fault's thread;
-3. the enqueue, as the scenario says (`scenarios.enqueue`); then, for a gated run, the workers start;
+3. the enqueue, as the scenario says (`scenarios.enqueue`); a drain's workers are held (stopped) during it
+   and released after it, or, for a gated run, started after it;
 4. the wait for the end (`completion.wait_for_end`); the fault's workers stop;
 5. the figures (`measure.run_metrics`) into the run's row; between runs, the queue is settled.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from shared.bench import adapters, completion, dbload, environment, fleet, measure, scenarios
+from shared.bench import adapters, completion, dbload, environment, fleet, measure, metrics, scenarios, terms
 from shared.bench.faults import FaultInjector
 from shared.bench.sampler import ResourceSampler, server_pid
 from shared.bench.spec import Case
@@ -37,8 +40,10 @@ LARGE_RUN_JOBS = 10_000
 tables they wrote, in managed mode."""
 
 
-def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
-    """Execute run `run_id` (repetition `rep` of `case`) and store its figures."""
+def execute(
+    x: Executor, run_id: int, case: Case, rep: int, sizing: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Execute run `run_id` (repetition `rep` of `case`), store its figures and return them."""
     adapter = adapters.get(case.adapter)
     group: WorkerGroup | None = None
     startup = None
@@ -80,10 +85,20 @@ def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
     slot_mapping = fleet.describe(the_fleet) if the_fleet else case.slot_mapping()
     env["slot_mapping"] = slot_mapping
     x.db.run("run_scheduling", {"id": run_id, "environment": Jsonb(env)})
+    held = case.workers_start == "held" and x.mode == "managed" and group is not None
+    gate: dict[str, Any] = {"workers_start": case.workers_start if x.mode == "managed" else "attached"}
+    if held:
+        assert group is not None
+        gate["held"] = group.hold()
     sampler.start()
     injector = None
     if case.scenario == "fault":
-        injector = FaultInjector(x.url, run_id, case, group, x.cluster, x.should_stop)
+        replace = None
+        if group is not None and case.fault == "kill_whole_worker":
+            replace = lambda: x.add_worker(case, group)  # noqa: E731
+        injector = FaultInjector(
+            x.url, run_id, case, group, x.cluster, x.should_stop, spool_dir=x.spool_dir, replace=replace
+        )
         injector.start()
     interrupted = False
     sent = None
@@ -94,12 +109,19 @@ def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if held:
+            assert group is not None
+            gate["released_at"] = group.release()
+        # Closed after the release: a connection's goodbye is not the workers' to wait for.
         enqueuer.close()
+    if sent is not None:
+        gate["enqueue_finished_at"] = sent.finished_at
     x.db.run("run_running", {"id": run_id})
     waited: dict[str, Any] = {}
     try:
         if not interrupted and case.workers_start == "after_enqueue" and x.mode == "managed":
             assert group is not None
+            gate["released_at"] = time.time()
             x.wait_group(case, x.start_workers(case, group))
             startup = group.startup_seconds
         if not interrupted and sent is not None:
@@ -110,6 +132,8 @@ def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
     except KeyboardInterrupt:
         interrupted = True
     fault_info = injector.finish() if injector is not None else {}
+    if fault_info:
+        fault_info["redelivery"] = adapter.redelivery(case)
     if group is not None and not x.shares_group(case):
         # A fault's workers go: a clean stop flushes their spools, then dead workers' spools load. A
         # Celery worker whose pool child was SIGKILLed can hang in its warm shutdown: a short wait.
@@ -119,8 +143,12 @@ def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
         x.load_leftover_spools()
     after_db = dbload.snapshot(x.db.conn())
     m = measure.run_metrics(x.db.conn(), run_id, case, sent, waited, resources, before_db, after_db)
+    if fault_info.get("at") and m.get("last_finish_ts"):
+        fault_info["last_finish_after_s"] = round(m["last_finish_ts"] - fault_info["at"], 3)
     m.update(
+        gate=measure.gate_check(x.db.conn(), run_id, gate) if case.recording else gate,
         fault=fault_info or None,
+        sizing=sizing,
         worker_startup_s=startup,
         slot_mapping=slot_mapping,
         queue=queue,
@@ -144,6 +172,7 @@ def execute(x: Executor, run_id: int, case: Case, rep: int) -> None:
         raise KeyboardInterrupt
     if x.mode == "managed":
         settle(x, case, queue)
+    return m
 
 
 def settle(x: Executor, case: Case, queue: str) -> None:
@@ -162,3 +191,57 @@ def settle(x: Executor, case: Case, queue: str) -> None:
     if names:
         # The names are this module's and the adapters' constants, not input.
         x.db.call(lambda conn: conn.execute(f"VACUUM (ANALYZE) {', '.join(names)}"))  # noqa: S608
+
+
+PROBE_ENQUEUE_SECONDS = 5.0
+"""A sized drain's enqueue is kept within this (one job per transaction is slow for every queue)."""
+PROBE_MARGIN = 1.2
+"""A sized drain takes the probe's rate times its time budget times this, so that it lasts the budget."""
+
+
+def probe(x: Executor, case: Case, probe_id: int) -> dict[str, Any]:
+    """A short drain of `case.jobs` jobs on the case's running workers, held during the enqueue as every
+    drain is, whose rates size the case's runs (docs/benchmark.md, "Runs long enough to measure"): the
+    size that lasts `case.min_seconds` at the probe's drain rate, within `PROBE_ENQUEUE_SECONDS` of
+    enqueue at its enqueue rate, never below the probe's own size. `probe_id` is a run id no run row has
+    (negative): its records are deleted afterwards."""
+    assert case.min_seconds is not None
+    group, _ = x.shared_group(case)
+    adapter = adapters.get(case.adapter)
+    enqueuer = adapter.enqueuer(case, group.queue, group.env)
+    baseline = completion.completed_in_queue(x.db, case, group.queue)
+    group.hold()
+    try:
+        sent = scenarios.enqueue(case, enqueuer, probe_id, x.should_stop)
+    finally:
+        group.release()
+        enqueuer.close()
+    waited = completion.wait_for_end(
+        x.db,
+        probe_id,
+        case,
+        sent.sent,
+        group.queue,
+        baseline,
+        x.stall_seconds or STALL_SECONDS,
+        x.should_stop,
+    )
+    timings = [t for t in metrics.job_timings(x.db.conn(), probe_id) if t.finish is not None]
+    x.db.call(lambda conn: conn.execute("DELETE FROM job_events WHERE run_id = %s", (probe_id,)))
+    settle(x, case, group.queue)
+    info: dict[str, Any] = {"probe_jobs": sent.sent, "probe_enqueue_rate": round(sent.rate, 1)}
+    if waited.get("stalled") or not timings:
+        return {**info, "jobs": case.jobs, "why": "the probe did not complete; the probe's size is kept"}
+    finishes = [t.finish for t in timings if t.finish is not None]
+    starts = [t.first_start for t in timings if t.first_start is not None]
+    drain = max(max(finishes) - min(starts or finishes), 1e-3)
+    rate = len(timings) / drain
+    want = math.ceil(rate * case.min_seconds * PROBE_MARGIN)
+    cap = math.ceil(sent.rate * PROBE_ENQUEUE_SECONDS)
+    jobs = max(case.jobs, min(want, cap, terms.MAX_JOBS))
+    why = (
+        f"{case.min_seconds:g} s at the probe's {rate:,.0f} jobs/s"
+        if want <= cap
+        else f"{PROBE_ENQUEUE_SECONDS:g} s of enqueue at the probe's {sent.rate:,.0f} jobs/s"
+    )
+    return {**info, "probe_drain_rate": round(rate, 1), "jobs": jobs, "why": why}

@@ -1,4 +1,5 @@
-"""How a run's jobs arrive: drain (all at once), steady (open loop at a fixed rate), burst, fault.
+"""How a run's jobs arrive: drain (all at once), steady (open loop at a fixed rate), sweep (one rate of a
+load sweep: open loop, stopped once the sender runs `terms.SWEEP_MAX_LAG_SECONDS` behind), burst, fault.
 
 The steady scenario is open-loop: job `i` is due at `start + i / rate` whatever happened to the ones
 before it, and carries that due time as `scheduled_at`; a sender that falls behind sends late jobs at
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.bench import terms
 from shared.bench.adapters import Enqueuer
 from shared.bench.spec import Case
 
@@ -46,6 +48,8 @@ class EnqueueResult:
     started_at: float
     finished_at: float
     max_lag_s: float = 0.0
+    fell_behind: bool = False
+    """A sweep's sender stopped because it ran `terms.SWEEP_MAX_LAG_SECONDS` behind its schedule."""
 
     @property
     def seconds(self) -> float:
@@ -72,12 +76,17 @@ def enqueue(
     started = time.time()
     sent = 0
     max_lag = 0.0
-    if case.scenario == "steady":
+    behind = False
+    if case.scenario in ("steady", "sweep"):
         for seq, due in enumerate(open_loop_schedule(n, case.rate or 1.0, started)):
             if should_stop():
                 break
             _sleep_until(due, should_stop)
-            max_lag = max(max_lag, time.time() - due)
+            lag = time.time() - due
+            max_lag = max(max_lag, lag)
+            if case.scenario == "sweep" and lag > terms.SWEEP_MAX_LAG_SECONDS:
+                behind = True
+                break
             enq.send_one(run_id, seq, scheduled_at=due)
             sent += 1
     elif case.scenario == "burst":
@@ -89,7 +98,7 @@ def enqueue(
             sent += _send(case, enq, run_id, seqs, should_stop)
     else:
         sent = _send(case, enq, run_id, range(n), should_stop)
-    return EnqueueResult(sent, started, time.time(), max_lag)
+    return EnqueueResult(sent, started, time.time(), max_lag, behind)
 
 
 def _send(case: Case, enq: Enqueuer, run_id: int, seqs: range, should_stop: Callable[[], bool]) -> int:

@@ -22,9 +22,11 @@ from pydantic_core import PydanticCustomError
 from shared import workloads
 from shared.bench import adapters, terms
 
-WorkersStart = Literal["before_enqueue", "after_enqueue"]
-"""When a run's workers consume: already running (`before_enqueue`: consumption overlaps the enqueue), or
-started once the whole batch is in the queue (`after_enqueue`: the drain starts from a full queue)."""
+WorkersStart = Literal["held", "before_enqueue", "after_enqueue"]
+"""When a run's workers consume (docs/benchmark.md, "Drain means drain"): `held`, the default of a drain,
+running but stopped while the batch is enqueued and released once it is all in the queue; `after_enqueue`,
+started once it is all in the queue (start-up reported apart); `before_enqueue`, consuming while the harness
+enqueues (the `.overlap` drain, and every other scenario)."""
 
 
 def _not_bool(value: Any) -> Any:
@@ -80,7 +82,18 @@ class Case(BaseModel):
     repetitions: Annotated[int, Field(ge=1, le=terms.MAX_REPETITIONS), BeforeValidator(_not_bool)] | None = (
         Field(None, description="overrides the spec's repetitions")
     )
-    workers_start: WorkersStart = "before_enqueue"
+    p99_bound_ms: float | None = Field(
+        None, gt=0, le=3_600_000, description="sweep: the p99 bound of its verdict (default 50 ms)"
+    )
+    min_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=600,
+        description="drain: size each run from a short probe of `jobs` jobs so that it lasts about this long",
+    )
+    workers_start: WorkersStart = Field(
+        "before_enqueue", description="drain: held (the default), after_enqueue or before_enqueue (overlap)"
+    )
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -113,12 +126,20 @@ class Case(BaseModel):
             options = {**adapter.resolve(options), **options}
         d["options"] = options
         scenario = d.get("scenario", "drain")
-        if scenario == "steady":
+        if scenario in ("steady", "sweep"):
             if d.get("scheduling") != "bulk":
                 d["scheduling"] = "one_by_one"
             d.setdefault("rate", 200)
         else:
             d["rate"] = None
+        if scenario == "sweep":
+            # One run per rate, in the order given, so that a saturated rate stops the higher ones.
+            d.setdefault("repetitions", 1)
+            d.setdefault("p99_bound_ms", terms.P99_BOUND_MS)
+        else:
+            d["p99_bound_ms"] = None
+        if scenario == "drain":
+            d.setdefault("workers_start", "held")
         d["bursts"] = d.get("bursts", 5) if scenario == "burst" else None
         d["fault"] = (d.get("fault") or "kill_worker") if scenario == "fault" else None
         return d
@@ -149,8 +170,24 @@ class Case(BaseModel):
     @field_validator("scheduling")
     @classmethod
     def _steady_sends_one_by_one(cls, v: str, info: pydantic.ValidationInfo) -> str:
-        if info.data.get("scenario") == "steady" and v != "one_by_one":
-            raise ValueError("the steady scenario sends one job per arrival: use one_by_one")
+        if info.data.get("scenario") in ("steady", "sweep") and v != "one_by_one":
+            raise ValueError(
+                f"the {info.data['scenario']} scenario sends one job per arrival: use one_by_one"
+            )
+        return v
+
+    @field_validator("workers_start")
+    @classmethod
+    def _held_only_drains(cls, v: str, info: pydantic.ValidationInfo) -> str:
+        if v == "held" and info.data.get("scenario") not in (None, "drain"):
+            raise ValueError("only a drain's workers are held while it enqueues")
+        return v
+
+    @field_validator("min_seconds")
+    @classmethod
+    def _sized_only_drains(cls, v: float | None, info: pydantic.ValidationInfo) -> float | None:
+        if v is not None and info.data.get("scenario") not in (None, "drain"):
+            raise ValueError("only a drain is sized by a time budget")
         return v
 
     @field_validator("slots")
@@ -195,16 +232,21 @@ class Case(BaseModel):
         """A readable, stable identifier of the case, shared by its repetitions."""
         work = self.workload + "".join(f".{k}{v}" for k, v in sorted(self.params.items()))
         extra = ""
-        if self.scenario == "steady":
+        if self.scenario in ("steady", "sweep"):
             extra = f"@{self.rate:g}/s"
         elif self.scenario == "burst":
             extra = f"x{self.bursts}"
         elif self.scenario == "fault":
             extra = f".{self.fault}"
-        gate = ".gated" if self.workers_start == "after_enqueue" else ""
+        gate = {
+            "after_enqueue": ".gated",
+            "before_enqueue": ".overlap" if self.scenario == "drain" else "",
+        }.get(self.workers_start, "")
         rec = "" if self.recording else ".norec"
+        # A sized drain is named by its time budget: its size is each adapter's own, from its probe.
+        size = f"t{self.min_seconds:g}s" if self.min_seconds else f"n{self.jobs}"
         return (
-            f"{self.who}/{self.scenario}{extra}{gate}/{work}/{self.scheduling}/n{self.jobs}"
+            f"{self.who}/{self.scenario}{extra}{gate}/{work}/{self.scheduling}/{size}"
             f"/p{self.processes}s{self.slots}{rec}"
         )
 

@@ -35,10 +35,24 @@ def percentile(sorted_values: Sequence[float], p: float) -> float | None:
     return float(sorted_values[lo]) + (float(sorted_values[hi]) - float(sorted_values[lo])) * frac
 
 
-def percentiles(values: Sequence[float], ps: Sequence[float] = PERCENTILES) -> dict[str, float | None]:
-    """`{"p50": ..., "p95": ..., "p99": ..., "p99.9": ...}` of unsorted values."""
+MIN_TAIL = 100
+"""A percentile is reported only with at least this many samples beyond it (p99 needs 10,000): fewer, and
+one slow job moves it; the report says "n too small" instead (docs/benchmark.md, "Statistics")."""
+N_TOO_SMALL = "n too small"
+
+
+def enough_for(n: int, p: float, tail: int = MIN_TAIL) -> bool:
+    """Whether `n` samples leave at least `tail` beyond the `p`-th percentile."""
+    return n * (100.0 - p) / 100.0 >= tail - 1e-9
+
+
+def percentiles(
+    values: Sequence[float], ps: Sequence[float] = PERCENTILES, tail: int = 0
+) -> dict[str, float | None]:
+    """`{"p50": ..., "p95": ..., "p99": ..., "p99.9": ...}` of unsorted values; None for a percentile
+    with fewer than `tail` samples beyond it (`enough_for`; the job latencies take `MIN_TAIL`)."""
     s = sorted(values)
-    return {f"p{p:g}": percentile(s, p) for p in ps}
+    return {f"p{p:g}": percentile(s, p) if enough_for(len(s), p, tail) else None for p in ps}
 
 
 def median(values: Sequence[float]) -> float | None:

@@ -5,7 +5,8 @@ group can be stopped at once; it is ready once it heartbeats in `queue.workers` 
 whose processes heartbeat on their own, once each of them does). `stop` is a warm shutdown: SIGTERM to
 the main process only (a prefork child resets SIGTERM to its default action, so signalling the group
 would kill the jobs it runs), a wait, then SIGKILL to the group. A `WorkerGroup` is the workers of one
-adapter variant listening on one queue.
+adapter variant listening on one queue; `hold` and `release` stop and continue all its processes, so that a
+drain's batch is enqueued before any of them consumes (docs/benchmark.md, "Drain means drain").
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ from shared.bench.adapters import AdapterUnavailable
 
 HOST = settings.host_name()
 """The host the workers this harness starts name in their heartbeats (they inherit its `BENCH_HOST`)."""
+HOLD_TIMEOUT_SECONDS = 5.0
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped by a signal (or gone)."""
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True
 
 
 def worker_env(database_url: str, spool_dir: Path, **extra: str) -> dict[str, str]:
@@ -139,6 +149,8 @@ class WorkerProcess:
     def stop(self, timeout: float = 30.0) -> int | None:
         """`terminate`, wait up to `timeout`, then SIGKILL whatever is left of the process group."""
         self.terminate()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGCONT)  # a held worker acts on the SIGTERM once it continues
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(max(0.1, timeout))
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -173,6 +185,29 @@ class WorkerGroup:
     def terminate(self) -> None:
         for w in self.workers:
             w.terminate()
+
+    def hold(self, timeout: float = HOLD_TIMEOUT_SECONDS) -> bool:
+        """Stop every process of the group where it is (SIGSTOP to each worker's process group), and wait
+        until each is seen stopped: held workers consume nothing while a drain's batch is enqueued, yet
+        keep their connections, so a drain starts from a full queue with workers already up. False when
+        some process was not seen stopped within `timeout` (the run records it)."""
+        for w in self.workers:
+            if w.alive():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(w.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(_stopped(pid) for w in self.workers for pid in w.pids()):
+                return True
+            time.sleep(0.005)
+        return False
+
+    def release(self) -> float:
+        """Let held processes go on (SIGCONT to each worker's process group); the time they were released."""
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(w.pid, signal.SIGCONT)
+        return time.time()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every worker (all asked at once, then waited for), then release the group's environment."""

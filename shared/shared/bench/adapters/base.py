@@ -174,8 +174,19 @@ class Adapter(abc.ABC):
         """What a run records of this variant's configuration (URLs redacted)."""
         return dict(self.resolve(options))
 
+    def durability(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        """What this variant promises about an acknowledged enqueue, read from its servers themselves where
+        they tell (settings, versions), with `promise`, one sentence for the report (docs/benchmark.md,
+        "Durability"). The default: nothing stated."""
+        return {}
+
     def servers(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, int]:
         """Server processes besides PostgreSQL that this variant loads: name -> local TCP port."""
+        return {}
+
+    def worker_environment(self, options: Mapping[str, str], database_url: str) -> dict[str, str]:
+        """Environment variables this variant's workers and enqueuer get on top of the harness's (the
+        default: none)."""
         return {}
 
     @contextlib.contextmanager
@@ -203,6 +214,11 @@ class Adapter(abc.ABC):
         except psutil.Error:
             return []
         return [c.pid for c in children] or [root_pid]
+
+    def redelivery(self, case: Case) -> str | None:
+        """One sentence the fault report prints: what brings a killed worker's jobs back in this variant,
+        with any timeout it waits on (None: nothing to say)."""
+        return None
 
     def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
         """The queue a live worker of this variant announces in its heartbeat (attached mode)."""
@@ -253,3 +269,19 @@ class SupervisedAdapter(Adapter):
             return [c.pid for c in psutil.Process(root_pid).children()]
         except psutil.Error:
             return []
+
+
+def postgres_durability(url: str) -> dict[str, Any]:
+    """PostgreSQL's version and the settings that decide whether a committed transaction survives a crash,
+    as the server at `url` reports them (`error` when it cannot be asked)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('server_version', 'fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method')"
+            ).fetchall()
+    except psycopg.Error as exc:
+        return {"server": "postgresql", "error": str(exc).strip().splitlines()[0]}
+    return {"server": "postgresql", **{str(k): v for k, v in rows}}

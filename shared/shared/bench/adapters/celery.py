@@ -23,13 +23,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from shared import celery_app, settings
-from shared.bench.adapters.base import Adapter, Enqueuer, Option, meta
+from shared.bench.adapters.base import Adapter, Enqueuer, Option, meta, postgres_durability
 from shared.bench.databases import scratch_database
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from shared.bench.spec import Case
 
 DEFAULT_PORTS = {"redis": 6379, "rabbitmq": 5672}
+FAULT_VISIBILITY_TIMEOUT = 10.0
+FAULT_RESTORE_INTERVAL = 2.0
 POOLS = ("prefork", "threads", "solo")
 WORKER_SCRIPT = "bench-celery-worker"
 
@@ -200,9 +202,14 @@ class Celery(Adapter):
         return [{"broker": b, "config": c} for b in brokers for c in configs]
 
     def fault_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
-        broker = "postgres" if "postgres" in brokers else (brokers[0] if brokers else None)
-        configs = celery_app.CONFIGURATIONS if full else ("defaults",)
-        return [{"broker": broker, "config": c} for c in configs] if broker else []
+        """Like for like first: `reliable` on RabbitMQ and Redis, then `defaults` on them as a labelled
+        second row (early acknowledgement loses the running task by design); the SQL broker, where a
+        killed idle pool child can stop delivery (docs/celery.md), only when no other answers or with
+        `--full`."""
+        chosen = [b for b in ("rabbitmq", "redis") if b in brokers]
+        if full or not chosen:
+            chosen += ["postgres"] if "postgres" in brokers else []
+        return [{"broker": b, "config": c} for c in ("reliable", "defaults") for b in chosen]
 
     def slot_mapping(self, case: Case) -> str:
         pool = self.resolve(case.options)["pool"]
@@ -216,6 +223,21 @@ class Celery(Adapter):
         conf = celery_app.config(o["broker"], o["config"], s=s, polling_interval=_env_polling_interval())
         out = {k: (settings.redact(v) if isinstance(v, str) and "://" in v else v) for k, v in conf.items()}
         return {**out, "pool": o["pool"]}
+
+    def durability(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        o = self.resolve(options)
+        conf = celery_app.config(o["broker"], o["config"], s=s)
+        if o["broker"] == "postgres":
+            d = postgres_durability(s.queue_database_url)
+            return {
+                **d,
+                "promise": "a publish is one committed INSERT by kombu's SQL transport (fsync "
+                f"{d.get('fsync')}, synchronous_commit {d.get('synchronous_commit')}); the transport is "
+                "experimental in Celery, which dropped it from its broker table",
+            }
+        if o["broker"] == "redis":
+            return redis_durability(broker_url("redis", s))
+        return rabbitmq_durability(broker_url("rabbitmq", s), conf)
 
     def servers(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, int]:
         broker = self.resolve(options)["broker"]
@@ -255,7 +277,27 @@ class Celery(Adapter):
             queues=[queue],
             record=case.recording,
         )
+        if case.scenario == "fault" and o["broker"] == "redis":
+            # A whole worker's unacknowledged messages come back after Redis' visibility timeout (an
+            # hour by default): fault runs state a shorter one (`redelivery`).
+            opts.visibility_timeout, opts.restore_interval = FAULT_VISIBILITY_TIMEOUT, FAULT_RESTORE_INTERVAL
         return opts.argv(bin_dir)
+
+    def redelivery(self, case: Case) -> str | None:
+        o = self.resolve(case.options)
+        if o["config"] != "reliable":
+            return "Celery `defaults` acknowledges a task as it starts: the task a killed process ran is lost by design"
+        out = (
+            "Celery `reliable` (acks late, reject on worker lost) requeues a killed pool child's task at once"
+        )
+        if o["broker"] == "redis":
+            out += (
+                f"; a whole worker's unacknowledged tasks come back after Redis' visibility timeout, "
+                f"{FAULT_VISIBILITY_TIMEOUT:g} s in fault runs (swept every {FAULT_RESTORE_INTERVAL:g} s)"
+            )
+        elif o["broker"] == "rabbitmq":
+            out += "; a whole worker's unacknowledged tasks come back when RabbitMQ sees its connection close"
+        return out
 
     def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
         broker = self.resolve(options)["broker"]
@@ -278,3 +320,68 @@ def _env_polling_interval() -> float:
 
 
 ADAPTER = Celery()
+
+
+def redis_durability(url: str) -> dict[str, Any]:
+    """Redis' version and persistence as the server reports them (`CONFIG GET`, `INFO server`)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            conf = {
+                k: v for k, v in client.config_get("*").items() if k in ("appendonly", "appendfsync", "save")
+            }
+            version = client.info("server").get("redis_version")
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return {"server": "redis", "error": str(exc)}
+    aof = conf.get("appendonly") == "yes"
+    promise = (
+        f"an acknowledged publish is in Redis' append-only file (appendfsync {conf.get('appendfsync')})"
+        if aof
+        else "no append-only file"
+        + (f", snapshots `save {conf.get('save')}`" if conf.get("save") else ", no snapshots")
+        + ": a crash of the Redis server loses the messages it holds"
+    )
+    return {"server": "redis", "version": version, **conf, "promise": promise}
+
+
+def rabbitmq_durability(url: str, conf: Mapping[str, Any]) -> dict[str, Any]:
+    """RabbitMQ's version (from the server's connection properties) and what Celery's configuration asks of
+    it: durable queues, persistent messages, publisher confirms."""
+    from kombu import Connection
+
+    app = celery_app.make_app("rabbitmq")
+    try:
+        # The queue Celery declares for a queue name it is given (as the harness's are), and its messages.
+        durable = bool(app.amqp.queues.new_missing("bench-durability").durable)
+        persistent = app.conf.task_default_delivery_mode in ("persistent", 2)
+    finally:
+        app.close()
+    confirms = bool((conf.get("broker_transport_options") or {}).get("confirm_publish"))
+    try:
+        with Connection(url, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1)
+            props = getattr(conn.connection, "server_properties", {}) or {}
+            version = props.get("version")
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is reported, not raised
+        return {"server": "rabbitmq", "error": str(exc)}
+    promise = (
+        f"{'durable' if durable else 'non-durable'} queues, {'persistent' if persistent else 'transient'} "
+        "messages, "
+        + (
+            "publisher confirms: a publish returns once RabbitMQ has taken the message"
+            if confirms
+            else "no publisher confirms: a publish returns before RabbitMQ has taken the message"
+        )
+    )
+    return {
+        "server": "rabbitmq",
+        "version": version.decode() if isinstance(version, bytes) else version,
+        "durable_queues": durable,
+        "persistent_messages": persistent,
+        "publisher_confirms": confirms,
+        "promise": promise,
+    }

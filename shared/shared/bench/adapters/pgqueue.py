@@ -13,10 +13,11 @@ import argparse
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from shared import db, pgqueue, settings
-from shared.bench.adapters.base import Enqueuer, SupervisedAdapter, meta
+from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta, postgres_durability
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -59,9 +60,30 @@ class PgqueueEnqueuer(Enqueuer):
         self.conn.close()
 
 
+RELAXED_OPTIONS = "-c synchronous_commit=off"
+"""The relaxed variant's server settings for every one of pgqueue's own connections (libpq `options`)."""
+
+
+def relaxed_url(url: str) -> str:
+    """`url` with pgqueue's relaxed commit on every connection opened from it (`options` in its query)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query["options"] = f"{query['options']} {RELAXED_OPTIONS}" if query.get("options") else RELAXED_OPTIONS
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
 class Pgqueue(SupervisedAdapter):
     name = "pgqueue"
     summary = "this project's PostgreSQL job queue (batch claims with SKIP LOCKED, LISTEN/NOTIFY, batched completions)"
+    options = (
+        Option(
+            "commit",
+            ("sync", "relaxed"),
+            "sync",
+            "sync, or relaxed: pgqueue's own transactions at synchronous_commit = off",
+            "commits",
+        ),
+    )
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueue",)
     child_heartbeats = True
     counts_completions = True
@@ -70,7 +92,22 @@ class Pgqueue(SupervisedAdapter):
     slots_flag = "--threads"
 
     def label(self, options: Mapping[str, str]) -> str:
-        return self.name
+        relaxed = self.resolve(options)["commit"] == "relaxed"
+        return f"{self.name}.relaxed" if relaxed else self.name
+
+    def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
+        # The relaxed variant, to set beside Redis without persistence at equal promises, with --full.
+        return [{}, {"commit": "relaxed"}] if full else [{}]
+
+    def fault_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
+        return [{}]
+
+    def worker_environment(self, options: Mapping[str, str], database_url: str) -> dict[str, str]:
+        """The relaxed variant: the queue's URL carries `synchronous_commit=off`, so the workers' and the
+        enqueuer's connections to the queue all commit without waiting for the WAL flush."""
+        if self.resolve(options)["commit"] != "relaxed":
+            return {}
+        return {settings.ENV_QUEUE_DATABASE_URL: relaxed_url(database_url)}
 
     def slot_mapping(self, case: Case) -> str:
         return f"pgqueue --processes {case.processes} --threads {case.slots} ({case.total_slots} slots)"
@@ -105,6 +142,27 @@ class Pgqueue(SupervisedAdapter):
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
         return self.supervised_argv(case, queue, bin_dir)
+
+    def durability(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        url = s.queue_database_url
+        if self.resolve(options)["commit"] == "relaxed":
+            url = relaxed_url(url)  # read through a connection as the relaxed variant opens them
+        d = postgres_durability(url)
+        safe = d.get("fsync") == "on" and d.get("synchronous_commit") not in ("off", "local", None)
+        promise = (
+            "an enqueue returns once its transaction committed, flushed to disk (fsync on, synchronous_commit "
+            f"{d.get('synchronous_commit')}): it survives a crash of the server"
+            if safe
+            else f"an enqueue returns on commit, but fsync={d.get('fsync')}, synchronous_commit="
+            f"{d.get('synchronous_commit')}: the last commits can be lost in a crash of the server"
+        )
+        return {**d, "promise": promise}
+
+    def redelivery(self, case: Case) -> str | None:
+        return (
+            "pgqueue's rescuer returns a dead worker's jobs once their worker's heartbeat is older than "
+            "`rescue_after` (15 s by default, PGQUEUE_RESCUE_AFTER) at its next pass (every 5 s)"
+        )
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return PgqueueEnqueuer(case, queue, env)

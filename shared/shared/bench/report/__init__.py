@@ -5,6 +5,6 @@
 from __future__ import annotations
 
 from shared.bench.report.files import store_files, write
-from shared.bench.report.views import case_summary, compare, run_series, run_summary
+from shared.bench.report.views import case_summary, compare, headline, run_series, run_summary
 
-__all__ = ["case_summary", "compare", "run_series", "run_summary", "store_files", "write"]
+__all__ = ["case_summary", "compare", "headline", "run_series", "run_summary", "store_files", "write"]

@@ -7,11 +7,14 @@ Every figure has one name, one unit and one direction (higher is better or not),
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from shared.bench import stats
+from shared.bench import stats, terms
 from shared.bench.spec import family_of, who_of
 
+_SIZED = re.compile(r"/t[0-9.]+s/")
+"""A sized drain's key names its time budget where others name their size (`Case.key`)."""
 # (figure, where it is in a run's metrics, higher is better, unit)
 FIGURES: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
     ("throughput", ("throughput",), True, "jobs/s"),
@@ -54,6 +57,10 @@ SUMMARY_FIGURES = (
     "lost",
     "duplicates",
 )
+PERCENTILE_FIGURES = frozenset(name for name, path, _hib, _unit in FIGURES if path[0] == "latency_ms")
+SIZED_FIGURES = ("throughput", "enqueue_rate", "lost", "duplicates")
+"""What a comparison of sized drains compares: rates and the audit. Each adapter drained its own number of
+jobs, so times and a drain's latencies (which grow with the batch) are not comparable across them."""
 RUN_COLUMNS = (
     "run_id",
     "experiment_id",
@@ -138,6 +145,9 @@ def run_view(r: dict[str, Any]) -> dict[str, Any]:
         "db": m.get("db"),
         "resources": m.get("resources"),
         "fault": m.get("fault"),
+        "gate": m.get("gate"),
+        "sizing": m.get("sizing"),
+        "sweep": m.get("sweep"),
         "worker_startup_s": m.get("worker_startup_s"),
         "calibration": m.get("calibration"),
         "wait": m.get("wait"),
@@ -188,10 +198,19 @@ def case_from_runs(key: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def compare_cases(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's results side by side and its verdict (`stats.verdict`). A latency percentile that
+    some case could not report (fewer than `stats.MIN_TAIL` samples beyond it) shows as "n too small"."""
     rows = []
+    sized = any(_SIZED.search(c["case_key"]) for c in cases)
+
+    def name_of(c: dict[str, Any]) -> str:
+        return c["who"] if len({x["who"] for x in cases}) == len(cases) else c["case_key"]
+
     for name, _path, hib, unit in FIGURES:
+        if sized and name not in SIZED_FIGURES:
+            continue
         ests = {
-            c["who"] if len({x["who"] for x in cases}) == len(cases) else c["case_key"]: stats.Estimate(
+            name_of(c): stats.Estimate(
                 c["estimates"][name]["median"],
                 c["estimates"][name]["ci_low"],
                 c["estimates"][name]["ci_high"],
@@ -200,18 +219,24 @@ def compare_cases(cases: list[dict[str, Any]]) -> dict[str, Any]:
             for c in cases
             if name in c["estimates"]
         }
-        if not ests:
+        results: dict[str, dict[str, Any]] = {k: e.to_dict() for k, e in ests.items()}
+        if name in PERCENTILE_FIGURES:
+            for c in cases:
+                if name not in c["estimates"] and "throughput" in c["estimates"]:
+                    results[name_of(c)] = {"median": None, "ci_low": None, "ci_high": None, "n": 0}
+                    results[name_of(c)]["note"] = stats.N_TOO_SMALL
+        if not results:
             continue
         rows.append(
             {
                 "figure": name,
                 "unit": unit,
                 "higher_is_better": hib,
-                "results": {k: e.to_dict() for k, e in ests.items()},
+                "results": results,
                 **stats.verdict(ests, hib),
             }
         )
-    return {"cases": [c["case_key"] for c in cases], "rows": rows}
+    return {"cases": [c["case_key"] for c in cases], "rows": rows, "sized": sized}
 
 
 def overhead(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,3 +274,120 @@ def overhead(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The load sweeps: per variant (and workload and slots), each rate's p50, p99 and p99.9 from the
+    scheduled arrival, whether it saturated, and the verdict: the highest rate sustained (not saturated)
+    with a p99 under the bound. A rate whose p99 is "n too small" does not count as under the bound;
+    rates not run (a lower one saturated) are listed as such (docs/benchmark.md, "The load sweep")."""
+    lines: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        if r["scenario"] != "sweep":
+            continue
+        m = r["metrics"] or {}
+        point = m.get("sweep") or {}
+        key = re.sub(r"@[0-9.e+]+/s", "", r["case_key"])
+        line = lines.setdefault(
+            key, {"line": key, "who": who_of(key), "family": family_of(key), "points": [], "bound_ms": None}
+        )
+        line["bound_ms"] = line["bound_ms"] or point.get("p99_bound_ms")
+        e2e = (m.get("latency_ms") or {}).get("end_to_end") or {}
+        rate = point.get("offered_rate") or _rate_of(r["case_key"])
+        status = r["status"] if r["status"] != "completed" else (point.get("saturation") or "sustained")
+        line["points"].append(
+            {
+                "rate": rate,
+                "status": status,
+                "n": e2e.get("n"),
+                "p50_ms": e2e.get("p50"),
+                "p99_ms": e2e.get("p99"),
+                "p99.9_ms": e2e.get("p99.9"),
+                "delivered_rate": point.get("delivered_rate"),
+                "note": r["error"],
+            }
+        )
+    out = []
+    for line in lines.values():
+        line["points"].sort(key=lambda p: p["rate"] or 0)
+        bound = line["bound_ms"] or terms.P99_BOUND_MS
+        ok = [
+            p["rate"]
+            for p in line["points"]
+            if p["status"] == "sustained" and p["p99_ms"] is not None and p["p99_ms"] < bound
+        ]
+        line["bound_ms"] = bound
+        line["highest_rate_under_bound"] = max(ok) if ok else None
+        out.append(line)
+    return sorted(out, key=lambda x: x["line"])
+
+
+def _rate_of(key: str) -> float | None:
+    m = re.search(r"@([0-9.e+]+)/s", key)
+    return float(m[1]) if m else None
+
+
+HEADLINE_FIGURES = {
+    "throughput": "drain throughput",
+    "enqueue_rate": "enqueue rate",
+    "e2e_p50_ms": "end-to-end p50",
+    "e2e_p99_ms": "end-to-end p99",
+    "worker_mem_mb_peak": "worker peak memory",
+}
+"""The figures whose verdicts the headline states, and how it names them."""
+
+
+def headline(comparisons: dict[str, Any], sweeps: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The verdicts a reader looks for first: one sentence per significant one (who wins, by what ratio,
+    the ratio's range from the two intervals, on which work at which size), then the comparisons with no
+    clear difference, then each sweep's highest rate under its bound. `summary.md` and the web's
+    experiment page print the same sentences."""
+    significant: list[str] = []
+    unclear: list[str] = []
+    for fam, comp in sorted(comparisons.items()):
+        for row in comp["rows"]:
+            what = HEADLINE_FIGURES.get(row["figure"])
+            if what is None:
+                continue
+            known = {k: r for k, r in row["results"].items() if r.get("median") is not None}
+            if len(known) < 2:
+                continue
+            if not row.get("winner"):
+                unclear.append(f"{what}, {fam}")
+                continue
+            hib = row["higher_is_better"]
+            ranked = sorted(known.items(), key=lambda kv: kv[1]["median"], reverse=hib)
+            (best, b), (second, r) = ranked[0], ranked[1]
+            bounds = (b["ci_low"], b["ci_high"], r["ci_low"], r["ci_high"])
+            span = ""
+            if all(bounds):  # the ratio's range: the leader's interval against the runner-up's
+                bl, bh, rl, rh = bounds
+                lo, hi = (bl / rh, bh / rl) if hib else (rl / bh, rh / bl)
+                span = f" (intervals give {lo:.2f}-{hi:.2f}x)"
+            better = "higher" if hib else "lower"
+            significant.append(
+                f"**{best}** has the {better} {what} on `{fam}`: {row['ratio']:.2f}x the runner-up {second}{span}."
+            )
+    sweep_lines = []
+    for line in sweeps:
+        best = line["highest_rate_under_bound"]
+        sweep_lines.append(
+            f"`{line['line']}`: "
+            + (
+                f"sustains **{best:,.0f} jobs/s** with p99 under {line['bound_ms']:g} ms"
+                if best
+                else f"no rate of the sweep with p99 under {line['bound_ms']:g} ms"
+            )
+            + "."
+        )
+    return {"significant": significant, "no_clear_difference": unclear, "sweep": sweep_lines}
+
+
+def comparisons(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every comparison of an experiment: per family of two cases or more (fault, sweep and recording-off
+    cases are reported on their own), the figures side by side with their verdicts."""
+    families: dict[str, list[dict[str, Any]]] = {}
+    for c in cases:
+        if c["scenario"] not in ("fault", "sweep") and c["recording"]:
+            families.setdefault(c["family"], []).append(c)
+    return {f: compare_cases(cs) for f, cs in families.items() if len(cs) > 1}

@@ -27,11 +27,7 @@ def write(
     for r in runs:
         by_case[r["case_key"]].append(r)
     cases = [figures.case_from_runs(k, rs) for k, rs in by_case.items()]
-    families: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for c in cases:
-        if c["scenario"] != "fault" and c["recording"]:
-            families[c["family"]].append(c)
-    comparisons = {f: figures.compare_cases(cs) for f, cs in families.items() if len(cs) > 1}
+    comparisons = figures.comparisons(cases)
     # Each run carries its round's calibration.
     calibration: dict[int, dict[str, Any]] = {}
     for r in runs:
@@ -41,6 +37,7 @@ def write(
     calib = [{"round": k, **v} for k, v in sorted(calibration.items())]
     ceiling = stats.median([c["jobs_per_second"] for c in calib if c.get("jobs_per_second")])
     overhead = figures.overhead(cases)
+    sweeps = figures.sweep(runs)
     environment: dict[str, Any] = next((r["environment"] for r in runs if r["environment"]), {})
     fleets = fleet.of_runs(runs, lambda r: figures.run_view(r)["who"])
     fleet_check = fleet.check(fleets) if fleets else None
@@ -67,6 +64,8 @@ def write(
         "fleets_equal": (fleet_check is None) if fleets else None,
         "calibration": {"rounds": calib, "median_jobs_per_second": ceiling},
         "recording_overhead": overhead,
+        "sweep": sweeps,
+        "headline": figures.headline(comparisons, sweeps),
         "cases": cases,
         "comparisons": comparisons,
         "faults": [figures.run_view(r) for r in runs if r["scenario"] == "fault"],
@@ -78,6 +77,7 @@ def write(
     files.append(p)
     files.append(_write_csv(out / "results.csv", runs))
     files.extend(plots.write(out, runs, cases))
+    files.extend(plots.sweep(out, sweeps))
     files.append(markdown.write(out / "summary.md", result, cases, comparisons, ceiling, runs, files))
     return files
 

@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from shared.bench import adapters, stats
+from shared.bench import adapters, stats, terms
 from shared.bench.report.figures import SUMMARY_FIGURES
+from shared.bench.spec import who_of
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
@@ -44,6 +45,7 @@ def write(
     lines = [
         f"# Benchmark: experiment {e['id']} ({e['status']}, {e['mode']} mode)",
         "",
+        *_headline(result.get("headline") or {}),
         f"Started {e['started_at']}, finished {e['finished_at']}. "
         f"Python {env.get('python')}, PostgreSQL {pg.get('server_version')} "
         f"(fsync={pg.get('fsync')}, synchronous_commit={pg.get('synchronous_commit')}), "
@@ -77,11 +79,25 @@ def write(
             "Equal total slots: " + ("yes." if result.get("fleets_equal") else "**no** (see the notes)."),
             "",
         ]
+    lines += _durability(runs)
     spec_data = e.get("spec") or {}
     lines += ["## Sizes", "", f"- repetitions per case: {spec_data.get('repetitions')}"]
     for c in cases:
         reps = len(c["repetitions"])
-        lines.append(f"- `{c['case_key']}`: {c['job_count']} jobs, {reps} run(s); {c['slot_mapping'] or ''}")
+        own = [r["metrics"] or {} for r in runs if r["case_key"] == c["case_key"]]
+        sizing = next((m["sizing"] for m in own if m.get("sizing")), None)
+        sized = f"; sized from a probe of {sizing['probe_jobs']} jobs: {sizing['why']}" if sizing else ""
+        gates = [
+            m["gate"] for m in own if (m.get("gate") or {}).get("jobs_started_before_enqueue_end") is not None
+        ]
+        gate = ""
+        if gates and c["scenario"] == "drain":
+            how = gates[0].get("workers_start")
+            early = sum(g["jobs_started_before_enqueue_end"] for g in gates)
+            gate = f"; workers {how}, {early} job(s) started before the enqueue ended"
+        lines.append(
+            f"- `{c['case_key']}`: {c['job_count']} jobs, {reps} run(s); {c['slot_mapping'] or ''}{sized}{gate}"
+        )
     lines.append("")
     if ceiling:
         lines += [
@@ -129,7 +145,9 @@ def write(
             for w in whos:
                 r = row["results"].get(w)
                 cells.append(
-                    _cell({"median": r["median"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
+                    r["note"]
+                    if r and r.get("note")
+                    else _cell({"median": r["median"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
                     if r
                     else "–"
                 )
@@ -140,6 +158,8 @@ def write(
             unit = f" ({row['unit']})" if row["unit"] else ""
             lines.append(f"| {row['figure']}{unit} | " + " | ".join(cells) + f" | {verdict} |")
         lines.append("")
+    if result.get("sweep"):
+        lines += _sweep(result["sweep"])
     if result["recording_overhead"]:
         lines += ["## Recording overhead (paired runs, recording on and off)", ""]
         for o in result["recording_overhead"]:
@@ -161,20 +181,29 @@ def write(
             "| case | status | fault | enqueued | completed | lost | duplicates | redelivered | retried |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
+        redelivery = {}
         for f in faults:
             a = f.get("audit") or {}
             fault = f.get("fault") or {}
+            if fault.get("redelivery"):
+                redelivery[f["who"]] = fault["redelivery"]
             when = (
                 f", struck after {fault['jobs_started_before']} started, {fault['jobs_finished_before']} finished"
                 if "jobs_started_before" in fault
                 else ""
             )
+            if fault.get("victim_held_job") is not None:
+                when += ", the victim held a job" if fault["victim_held_job"] else ", no process held a job"
+            if fault.get("last_finish_after_s") is not None:
+                when += f"; last job finished {fault['last_finish_after_s']:.1f} s after the kill"
             lines.append(
                 f"| `{f['case_key']}` | {f['status']} | {fault.get('kind', '–')} "
                 f"{'pid ' + str(fault.get('pid')) if fault.get('pid') else ''}{when} | {a.get('enqueued', '–')} | "
                 f"{a.get('completed', '–')} | {a.get('lost', '–')} | {a.get('duplicates', '–')} | "
                 f"{a.get('redelivered', '–')} | {a.get('retried', '–')} |"
             )
+        lines.append("")
+        lines += [f"- `{who}`: {text}." for who, text in redelivery.items()]
         lines.append("")
     lines += [
         "## Correctness audit (every run)",
@@ -200,3 +229,79 @@ def _registry_order(who: str) -> int:
     with its adapter's name (`Adapter.label`)."""
     name = who.split(".", 1)[0]
     return adapters.NAMES.index(name) if name in adapters.NAMES else len(adapters.NAMES)
+
+
+def _sweep(sweeps: list[dict[str, Any]]) -> list[str]:
+    """The load sweep: each variant's rates, their latencies, and its highest rate under the bound."""
+    bound = sweeps[0]["bound_ms"]
+    out = [
+        "## Load sweep: latency against offered load",
+        "",
+        "Open-loop arrivals, one job per arrival, the same rates for every adapter; latency from the scheduled "
+        f"arrival. A rate is *saturated* (`sender`: the harness fell {terms.SWEEP_MAX_LAG_SECONDS:g} s behind its "
+        f"schedule and stopped; `queue`: jobs finished at under {terms.SWEEP_MIN_DELIVERED:.0%} of the offered rate) "
+        f"and stops the higher rates. Verdict: the highest rate sustained with p99 under {_fmt(bound)} ms "
+        "(a p99 with fewer than 100 samples beyond it does not count). Chart: `sweep.png`.",
+        "",
+        "| variant | highest rate with p99 < bound | "
+        + " | ".join(["rate: p50 / p99 / p99.9 ms (status)"])
+        + " |",
+        "|---|---|---|",
+    ]
+    for line in sweeps:
+        best = line["highest_rate_under_bound"]
+        cells = "; ".join(
+            f"{_fmt(p['rate'])}/s: "
+            + " / ".join(
+                stats.N_TOO_SMALL if p[k] is None else _fmt(p[k]) for k in ("p50_ms", "p99_ms", "p99.9_ms")
+            )
+            + f" ({p['status']})"
+            if p["status"] not in ("cancelled", "failed")
+            else f"{_fmt(p['rate'])}/s: not run"
+            for p in line["points"]
+        )
+        out.append(
+            f"| `{line['line']}` | {'**' + _fmt(best) + ' jobs/s**' if best else 'none of the rates'} | {cells} |"
+        )
+    out.append("")
+    return out
+
+
+def _durability(runs: list[dict[str, Any]]) -> list[str]:
+    """What each variant promises about an acknowledged enqueue, as its servers reported it."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        d = (r.get("environment") or {}).get("durability")
+        who = who_of(r["case_key"])
+        if d and who not in seen:
+            seen[who] = d
+    if not seen:
+        return []
+    out = [
+        "## Durability: what each side promises (read from the servers)",
+        "",
+        "| variant | server | settings | promise |",
+        "|---|---|---|---|",
+    ]
+    for who in sorted(seen, key=lambda w: (_registry_order(w), w)):
+        d = seen[who]
+        settings = ", ".join(f"{k}={v!r}" for k, v in d.items() if k not in ("server", "promise"))
+        out.append(
+            f"| `{who}` | {d.get('server', '–')} | {settings} | {d.get('promise', d.get('error', '–'))} |"
+        )
+    out.append("")
+    return out
+
+
+def _headline(h: dict[str, list[str]]) -> list[str]:
+    """The verdicts first: who wins where, what shows no clear difference, the sweeps' rates."""
+    if not any(h.values()):
+        return []
+    out = ["## Headline", ""]
+    out += [f"- {x}" for x in h.get("significant") or []] or ["- No comparison shows a clear difference."]
+    if h.get("no_clear_difference"):
+        out += ["", "No clear difference (the intervals overlap):", ""]
+        out += [f"- {x}" for x in h["no_clear_difference"]]
+    if h.get("sweep"):
+        out += ["", "Load sweep:", ""] + [f"- {x}" for x in h["sweep"]]
+    return [*out, ""]

@@ -28,7 +28,7 @@ def write(out: Path, runs: list[dict[str, Any]], cases: list[dict[str, Any]]) ->
 
     fams: dict[str, list[str]] = defaultdict(list)
     for c in cases:
-        if c["recording"]:
+        if c["recording"] and c["scenario"] != "sweep":
             fams[c["family"]].append(c["case_key"])
     fam_names = sorted(fams)
     files: list[Path] = []
@@ -113,3 +113,45 @@ def write(out: Path, runs: list[dict[str, Any]], cases: list[dict[str, Any]]) ->
         plt.close(fig)
         files.append(p)
     return files
+
+
+def sweep(out: Path, lines: list[dict[str, Any]]) -> list[Path]:
+    """sweep.png: p99 from the scheduled arrival against the offered rate, one line per variant, the bound
+    as a dashed line; a saturated rate is a cross, a rate with too few samples for its p99 is left out."""
+    if not lines:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for line in lines:
+        pts = [p for p in line["points"] if p["p99_ms"] is not None]
+        if not pts:
+            continue
+        (handle,) = ax.plot(
+            [p["rate"] for p in pts], [p["p99_ms"] for p in pts], marker="o", label=line["who"]
+        )
+        bad = [p for p in pts if p["status"] != "sustained"]
+        if bad:
+            ax.scatter(
+                [p["rate"] for p in bad],
+                [p["p99_ms"] for p in bad],
+                marker="x",
+                s=80,
+                color=handle.get_color(),
+            )
+    bound = lines[0]["bound_ms"]
+    ax.axhline(bound, linestyle="--", color="grey", label=f"bound {bound:g} ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (jobs/s, open loop)")
+    ax.set_ylabel("end-to-end p99 (ms)")
+    ax.set_title("Load sweep: p99 against offered load (x: saturated)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "sweep.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return [path]

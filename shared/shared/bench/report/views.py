@@ -100,3 +100,16 @@ def compare(
                 pairs.append((eid, it))
         cases = [figures.case_from_runs(k, store.runs(c, experiment_id=e, case_key=k)) for e, k in pairs]
     return figures.compare_cases([x for x in cases if x["repetitions"]])
+
+
+def headline(experiment_id: int, conn: psycopg.Connection | None = None) -> dict[str, list[str]]:
+    """The verdicts at the top of `summary.md`, from the experiment's rows (`figures.headline`)."""
+    with _connection(conn) as c:
+        runs = store.runs(c, experiment_id=experiment_id)
+    if not runs:
+        raise LookupError(f"no run in experiment {experiment_id}")
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_case.setdefault(r["case_key"], []).append(r)
+    cases = [figures.case_from_runs(k, rs) for k, rs in by_case.items()]
+    return figures.headline(figures.comparisons(cases), figures.sweep(runs))

@@ -153,6 +153,10 @@ SELECT id, case_key, repetition FROM benchmark_runs
  WHERE experiment_id = %(id)s AND status = 'pending'
  ORDER BY id;
 
+-- run_set_jobs --
+-- A sized drain's run: the size its probe gave.
+UPDATE benchmark_runs SET job_count = %(jobs)s WHERE id = %(id)s;
+
 -- run_end --
 -- A run that ends without figures: skipped, interrupted or failed, with why.
 UPDATE benchmark_runs SET status = %(status)s, error = %(error)s, finished_at = now() WHERE id = %(id)s;
@@ -199,6 +203,11 @@ SELECT count(DISTINCT seq) FROM job_events WHERE run_id = %(run_id)s AND kind = 
 SELECT count(DISTINCT seq) FILTER (WHERE kind = 'start'), count(DISTINCT seq) FILTER (WHERE kind = 'finish')
   FROM job_events
  WHERE run_id = %(run_id)s;
+
+-- events_started_before --
+-- Jobs of a run whose first start came before a time (seconds): the drain gate's check.
+SELECT count(DISTINCT seq) FROM job_events
+ WHERE run_id = %(run_id)s AND kind = 'start' AND ts_us < %(ts)s * 1e6;
 
 -- events_of_run --
 -- Every record of a run, times in seconds (the audit's input).

@@ -1,0 +1,59 @@
+"""The headline of a report: significant verdicts with their ratio, the unclear ones, the sweep's rates."""
+
+from __future__ import annotations
+
+from shared.bench.report import figures
+
+
+def _est(median: float, low: float, high: float) -> dict:
+    return {"median": median, "ci_low": low, "ci_high": high, "n": 5}
+
+
+def _case(who: str, throughput: dict, p99: dict) -> dict:
+    return {
+        "who": who,
+        "case_key": f"{who}/drain/noop/bulk/n500/p1s10",
+        "estimates": {"throughput": throughput, "e2e_p99_ms": p99},
+    }
+
+
+def test_the_headline_names_the_winner_its_ratio_and_the_unclear_rows():
+    comp = figures.compare_cases(
+        [
+            _case("a", _est(1000, 900, 1100), _est(10, 5, 20)),
+            _case("b", _est(100, 90, 110), _est(12, 6, 22)),
+        ]
+    )
+    h = figures.headline({"drain/noop/bulk/n500/slots10": comp}, [])
+    (sentence,) = h["significant"]
+    assert sentence.startswith("**a** has the higher drain throughput")
+    assert "10.00x the runner-up b" in sentence and "(intervals give 8.18-12.22x)" in sentence
+    assert h["no_clear_difference"] == ["end-to-end p99, drain/noop/bulk/n500/slots10"]
+
+
+def test_the_sweep_verdict_is_the_highest_sustained_rate_under_the_bound():
+    def run(rate: float, p99: float | None, saturation: str | None, status: str = "completed") -> dict:
+        return {
+            "scenario": "sweep",
+            "case_key": f"q/sweep@{rate:g}/s/noop/one_by_one/n10000/p1s10",
+            "status": status,
+            "error": None,
+            "metrics": {
+                "sweep": {"offered_rate": rate, "saturation": saturation, "p99_bound_ms": 50.0},
+                "latency_ms": {"end_to_end": {"p50": 1.0, "p99": p99, "p99.9": None, "n": 10_000}},
+            }
+            if status == "completed"
+            else None,
+        }
+
+    runs = [
+        run(100, 3.0, None),
+        run(300, 60.0, None),
+        run(1000, 4.0, "queue"),
+        run(3000, None, None, "cancelled"),
+    ]
+    (line,) = figures.sweep(runs)
+    assert [p["status"] for p in line["points"]] == ["sustained", "sustained", "queue", "cancelled"]
+    # 300/s was sustained but its p99 is over 50 ms; 1,000/s saturated: 100/s is the verdict
+    assert line["highest_rate_under_bound"] == 100
+    assert "sustains **100 jobs/s** with p99 under 50 ms" in figures.headline({}, [line])["sweep"][0]
