@@ -111,7 +111,7 @@ def test_the_docs_workload_module_runs_from_another_folder_under_every_adapter(b
     args = [
         "--workloads", "mypkg.jobs", "--adapters", "pgqueue,procrastinate,pgqueuer,celery",
         "--brokers", "postgres", "--parts", "workloads", "--workload-jobs", "20", "--repetitions", "1",
-        "--no-calibration", "--stall-seconds", "15", "--output", str(out),
+        "--min-seconds", "0.2", "--no-calibration", "--stall-seconds", "15", "--output", str(out),
     ]
     # fmt: on
     result = bench(args, service_env(bench_db), timeout=300, cwd=tmp_path)
@@ -123,8 +123,11 @@ def test_the_docs_workload_module_runs_from_another_folder_under_every_adapter(b
         assert r["audit"]["lost"] == 0, r["audit"]
     with psycopg.connect(bench_db) as conn:
         rows = conn.execute("SELECT adapter, count(DISTINCT seq) FROM my_orders GROUP BY adapter").fetchall()
-    # the user's code ran in every adapter's workers, once per job at least
-    assert dict(rows) == {"pgqueue": 20, "procrastinate": 20, "pgqueuer": 20, "celery": 20}, rows
+    # the user's code ran in every adapter's workers, once per job at least (a drain is sized from a probe of
+    # --workload-jobs jobs, so a run has at least that many; the probe's jobs wrote rows too)
+    enqueued = {r["adapter"]: r["audit"]["enqueued"] for r in runs}
+    assert all(n >= 20 for n in enqueued.values()), enqueued
+    assert {a: n >= enqueued[a] for a, n in rows} == dict.fromkeys(enqueued, True), (rows, enqueued)
 
 
 @pytest.mark.parametrize(

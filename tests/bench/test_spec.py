@@ -164,12 +164,11 @@ def test_the_default_fault_rows_are_like_for_like_first():
     assert adapters.get("celery").fault_variants(brokers=["postgres"], full=False)[0]["broker"] == "postgres"
 
 
+WHOS = ("pgqueue", "procrastinate", "pgqueuer", "celery.postgres.defaults")
+"""The default variants on the PostgreSQL broker alone, in the registry's order."""
+
+
 def test_a_sweep_runs_once_per_rate_in_rising_order():
     s = experiments.validate_spec(default_matrix(brokers=["postgres"], sweep_rates=(100.0, 300.0)))
     sweeps = [(c.who, c.rate) for c, _ in s.schedule() if c.scenario == "sweep"]
-    assert sweeps == [
-        ("pgqueue", 100),
-        ("pgqueue", 300),
-        ("celery.postgres.defaults", 100),
-        ("celery.postgres.defaults", 300),
-    ]
+    assert sweeps == [(who, rate) for who in WHOS for rate in (100, 300)]
