@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +22,21 @@ from shared.bench.workers import WorkerGroup, WorkerProcess, worker_env
 READY_TIMEOUT_SECONDS = 120.0
 
 
+@dataclass
 class ManagedGroups:
     """The worker groups one experiment starts: `spawn`, `wait` until they heartbeat, `stop_all`."""
 
-    def __init__(
-        self,
-        url: str,
-        experiment_id: int,
-        out: Path,
-        spool_dir: Path,
-        *,
-        isolate_brokers: bool,
-        should_stop: Callable[[], bool],
-    ) -> None:
-        self.url = url
-        self.experiment_id = experiment_id
-        self.out = out
-        self.spool_dir = spool_dir
-        self.isolate_brokers = isolate_brokers
-        self.should_stop = should_stop
-        self.groups: dict[tuple[Any, ...], WorkerGroup] = {}
-        self._queues = 0
-        self._seen_cases: set[str] = set()
+    url: str
+    experiment_id: int
+    out: Path
+    """The report folder: each worker's log goes under its `logs/`."""
+    spool_dir: Path
+    isolate_brokers: bool = field(kw_only=True)
+    should_stop: Callable[[], bool] = field(kw_only=True)
+    groups: dict[tuple[Any, ...], WorkerGroup] = field(default_factory=dict, init=False)
+    """The shared groups, by `group_key`."""
+    _queues: int = field(default=0, init=False)
+    _seen_cases: set[str] = field(default_factory=set, init=False)
 
     @staticmethod
     def group_key(case: Case) -> tuple[Any, ...]:
