@@ -28,8 +28,9 @@ DEFAULT_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "fault", "overhead",
 """`steady` (one fixed rate) and `overlap` (a drain whose workers consume while it is enqueued) run when
 asked for: the sweep supersedes the one, and the other is not a drain (docs/benchmark.md). `workloads` has
 cases only when modules of your own are given (--workloads)."""
-ATTACHED_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "steady", "overlap")
-"""Attached mode injects no fault and cannot turn the workers' recording off."""
+ATTACHED_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "steady", "overlap", "workloads")
+"""Attached mode injects no fault and cannot turn the workers' recording off. Your own workloads run on
+live workers that announce their module (started with the same `BENCH_WORKLOADS`)."""
 SWEEP_RATES = "1000,3000"
 FULL_SWEEP_RATES = "100,300,1000,3000,10000"
 BROKERS = tuple(

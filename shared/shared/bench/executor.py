@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared import db, embedded, settings, spool
+from shared import db, embedded, settings, spool, workloads
 from shared.bench import (
     adapters,
     audit,
@@ -218,6 +218,9 @@ class Executor:
                 break
             except adapters.AdapterUnavailable as exc:
                 self.db.run("run_end", {"id": run_id, "status": "failed", "error": str(exc)})
+                note = f"{key}: not run, {exc}"
+                if note not in self.notes:
+                    self.notes.append(note)
             self._progress(run_id=run_id, case=key, repetition=rep, index=i + 1, total=len(rows), done=True)
 
     @staticmethod
@@ -277,6 +280,13 @@ class Executor:
         if queue is None:
             raise adapters.AdapterUnavailable(
                 f"no live {case.who} worker announces itself in queue.workers; start one (make dev)"
+            )
+        module = workloads.module_of(case.workload)
+        missing = fleet.without_module(rows, queue, module) if module else []
+        if missing:
+            raise adapters.AdapterUnavailable(
+                f"the live {case.who} workers {', '.join(missing)} do not import {module}, which registers the "
+                f"workload {case.workload!r}; start them with BENCH_WORKLOADS={module}"
             )
         here = {os.uname().nodename, settings.host_name()}
         local = [int(r["pid"]) for r in rows if r["host"] in here and queue in (r["queues"] or [])]
