@@ -208,7 +208,7 @@ def compare_cases(cases: list[dict[str, Any]]) -> dict[str, Any]:
     some case could not report (fewer than `stats.MIN_TAIL` samples beyond it) shows as "n too small"."""
     rows = []
     sized = any(_SIZED.search(c["case_key"]) for c in cases)
-    compared = SIZED_FIGURES if sized else None
+    compared: tuple[str, ...] | None = SIZED_FIGURES if sized else None
     if sized and all(c.get("scheduling_mode") == "one_by_one" for c in cases):
         compared = ONE_BY_ONE_FIGURES
 
