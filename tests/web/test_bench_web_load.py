@@ -36,4 +36,5 @@ def test_the_load_phase_sends_every_request_once_from_its_own_processes(pg_serve
     assert summary["requests"] == 60 and summary["errors"] == 0, summary["error_kinds"]
     assert summary["processes"] == 2
     assert summary["p50"] >= summary["service_p50"] > 0
+    openloop.shutdown()
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before, "every sender process ended"

@@ -22,6 +22,7 @@ as an HTTP load needs).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import inspect
@@ -35,6 +36,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,8 @@ STOP_TIMEOUT_SECONDS = 5.0
 """A sender process that has not ended this long after its run is terminated."""
 SLEEP_SLICE_SECONDS = 0.05
 """A sender waiting for its next arrival looks at least this often whether the run was stopped."""
+IDLE_SECONDS = 600.0
+"""A sender process kept between runs ends by itself after this long without one."""
 
 
 class SenderError(RuntimeError):
@@ -292,41 +296,140 @@ def _picklable(exc: BaseException, index: int) -> BaseException:
     return exc
 
 
-def _child(conn: multiprocessing.connection.Connection) -> None:
-    """One sender process: learn its part, open, say ready, wait for the start, send its share, report."""
+def _serve(conn: multiprocessing.connection.Connection) -> None:
+    """A sender process: runs one share of a run at a time, as the harness asks, until it is told to end
+    (None), the harness is gone (end of file), or it had no run for `IDLE_SECONDS`."""
     # Ctrl-C reaches the whole process group: the harness decides when its senders stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.path[:] = conn.recv()  # the harness's, so that its opener's module imports here
-    index = -1
     loop = asyncio.new_event_loop()
-    sender: Sender | None = None
-    control: Control | None = None
     try:
-        index, processes, opener, n, rate, control = conn.recv()
+        while conn.poll(IDLE_SECONDS):
+            job = conn.recv()
+            if job is None or not _one_share(conn, loop, job):
+                return
+    except (EOFError, OSError):
+        return
+    finally:
+        loop.close()
+        conn.close()
+
+
+def _one_share(
+    conn: multiprocessing.connection.Connection, loop: asyncio.AbstractEventLoop, job: Any
+) -> bool:
+    """Learn the run, open, say ready, wait for the start, send the share, report; whether all went well
+    (else the process ends: the harness does not use it again)."""
+    path, index, processes, opener, n, rate, control = job
+    sys.path[:] = path  # the harness's, so that its opener's module imports here
+    sender: Sender | None = None
+    try:
         sender = opener()
         loop.run_until_complete(_maybe(sender.open()))
         conn.send(("ready", None))
         start = conn.recv()
         if start is None:
-            return
+            return False
         done = loop.run_until_complete(_send_share(sender, index, processes, n, start, rate, control))
         closing, sender = sender, None
         loop.run_until_complete(_maybe(closing.close()))
         conn.send(("done", done))
+        return True
     except BaseException as exc:  # noqa: BLE001 - reported to the harness, which raises it
         with contextlib.suppress(OSError):
             conn.send(("error", _picklable(exc, index)))
+        return False
     finally:
         if sender is not None:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(_maybe(sender.close()))
-        loop.close()
-        if control is not None:
-            control.close()
-        conn.close()
+        control.close()
 
 
 # ---- the harness's side ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Process:
+    """A sender process the harness started, and its end of their socket pair."""
+
+    popen: subprocess.Popen[bytes]
+    conn: multiprocessing.connection.Connection
+    idle_since: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @classmethod
+    def start(cls) -> _Process:
+        mine, theirs = socket.socketpair()
+        with theirs:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        return cls(popen, multiprocessing.connection.Connection(mine.detach()))
+
+    def usable(self) -> bool:
+        return self.popen.poll() is None and time.monotonic() - self.idle_since < IDLE_SECONDS / 2
+
+
+class _Pool:
+    """The sender processes between runs: a run takes idle ones and starts the rest; those of a run that
+    went well wait for the next (a process imports the adapters once: seconds on a loaded host), the others
+    are stopped. All are stopped by PID at the harness's exit (`shutdown`), and an idle one ends by itself
+    after `IDLE_SECONDS`."""
+
+    def __init__(self) -> None:
+        self.idle: list[_Process] = []
+        self.lock = threading.Lock()
+        self.registered = False
+
+    def take(self, k: int) -> list[_Process]:
+        with self.lock:
+            usable = [p for p in self.idle if p.usable()]
+            stale = [p for p in self.idle if p not in usable]
+            taken, self.idle = usable[:k], usable[k:]
+            if not self.registered:
+                atexit.register(self.shutdown)
+                self.registered = True
+        _end(stale)
+        out = list(taken)
+        try:
+            while len(out) < k:
+                out.append(_Process.start())
+        except BaseException:
+            _end(out)
+            raise
+        return out
+
+    def give_back(self, procs: Sequence[_Process]) -> None:
+        now = time.monotonic()
+        for p in procs:
+            p.idle_since = now
+        with self.lock:
+            self.idle.extend(procs)
+
+    def shutdown(self) -> None:
+        """Stop every idle sender process (by PID)."""
+        with self.lock:
+            procs, self.idle = self.idle, []
+        _end(procs)
+
+
+_POOL = _Pool()
+
+
+def shutdown() -> None:
+    """Stop the sender processes kept between runs (also done at the harness's exit)."""
+    _POOL.shutdown()
+
+
+def idle_pids() -> list[int]:
+    """The PIDs of the sender processes kept between runs."""
+    with _POOL.lock:
+        return [p.pid for p in _POOL.idle]
 
 
 def run(
@@ -341,42 +444,40 @@ def run(
 ) -> Result:
     """Send `n` arrivals at `rate` per second over `processes` sender processes (default:
     `processes_for(rate)`; never more than `n`), each with a `Sender` from `opener`; stop early once one
-    runs `max_lag` seconds behind (`fell_behind`) or `should_stop()`. Every process started is stopped
-    (by PID) before this returns or raises; a process's failure raises it (or `SenderError`)."""
+    runs `max_lag` seconds behind (`fell_behind`) or `should_stop()`. After a run that went well its
+    processes wait for the next run; after any other, each is stopped (by PID) before this returns or
+    raises. A process's failure raises its error (or `SenderError`)."""
     if n <= 0:
         now = time.time()
         return Result(0, now, now, 0.0, False, 0)
     k = max(1, min(processes or processes_for(rate), n))
     control = Control.new(k, max_lag)
-    procs: list[subprocess.Popen[bytes]] = []
-    conns: list[multiprocessing.connection.Connection] = []
-    started = False
+    procs: list[_Process] = []
+    ok = False
     try:
-        for i in range(k):
-            mine, theirs = socket.socketpair()
-            with theirs:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", __name__, str(theirs.fileno())],
-                        pass_fds=[theirs.fileno()],
-                        stdin=subprocess.DEVNULL,
-                    )
-                )
-            conns.append(multiprocessing.connection.Connection(mine.detach()))
-            conns[-1].send(list(sys.path))
-            conns[-1].send((i, k, opener, n, rate, control))
-        if _collect(procs, conns, "ready", time.monotonic() + ready_timeout, should_stop) is None:
+        procs = _POOL.take(k)
+        for i, p in enumerate(procs):
+            p.conn.send((list(sys.path), i, k, opener, n, rate, control))
+        ready = _collect(procs, "ready", time.monotonic() + ready_timeout, should_stop)
+        if ready is None:
+            for p in procs:
+                p.conn.send(None)
             now = time.time()
             return Result(0, now, now, 0.0, False, k)
         start = time.time() + START_MARGIN_SECONDS
-        for c in conns:
-            c.send(start)
-        started = True
-        shares = _collect(procs, conns, "done", None, should_stop, on_stop=control.stop)
+        for p in procs:
+            p.conn.send(start)
+        shares = _collect(procs, "done", None, should_stop, on_stop=control.stop)
         assert shares is not None
         behind = control.behind
+        ok = True
     finally:
-        _stop(procs, conns, control, started)
+        control.stop()
+        if ok:
+            _POOL.give_back(procs)
+        else:
+            _end(procs)
+        control.remove()
     arrivals = sorted((a for s in shares for a in s.arrivals), key=lambda a: a.seq)
     return Result(
         sent=len(arrivals),
@@ -390,8 +491,7 @@ def run(
 
 
 def _collect(
-    procs: Sequence[subprocess.Popen[bytes]],
-    conns: Sequence[multiprocessing.connection.Connection],
+    procs: Sequence[_Process],
     kind: str,
     deadline: float | None,
     should_stop: Callable[[], bool],
@@ -402,6 +502,7 @@ def _collect(
     process's error, or `SenderError` when one exits without a word or the deadline passes."""
     got: dict[int, Any] = {}
     stopped = False
+    conns = [p.conn for p in procs]
     while len(got) < len(conns):
         if should_stop() and not stopped:
             if on_stop is None:
@@ -416,8 +517,8 @@ def _collect(
             i = conns.index(c)
             try:
                 what, payload = c.recv()
-            except EOFError:
-                code = procs[i].wait(5)
+            except (EOFError, OSError):
+                code = procs[i].popen.wait(5)
                 raise SenderError(
                     f"sender process {i} (pid {procs[i].pid}) exited with code {code} before it was {kind}"
                 ) from None
@@ -427,39 +528,30 @@ def _collect(
     return [got[i] for i in range(len(conns))]
 
 
-def _stop(
-    procs: Sequence[subprocess.Popen[bytes]],
-    conns: Sequence[multiprocessing.connection.Connection],
-    control: Control,
-    started: bool,
-) -> None:
-    """End every sender process: tell the ones waiting to start that there is no start, stop the run for
-    the others, wait, then terminate (and kill) by PID whatever did not end; remove the shared file."""
-    control.stop()
-    if not started:
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.send(None)
+def _end(procs: Sequence[_Process]) -> None:
+    """Stop sender processes: close their sockets (an idle one ends at once, one still sending ends on the
+    broken pipe), wait, then terminate (and kill) by PID whatever did not end."""
+    for p in procs:
+        with contextlib.suppress(OSError):
+            p.conn.send(None)
+        p.conn.close()
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
     for p in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            p.wait(max(0.0, deadline - time.monotonic()))
+            p.popen.wait(max(0.0, deadline - time.monotonic()))
     for p in procs:
-        if p.poll() is None:
-            p.terminate()
+        if p.popen.poll() is None:
+            p.popen.terminate()
             try:
-                p.wait(2)
+                p.popen.wait(2)
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(2)
-    for c in conns:
-        c.close()
-    control.remove()
+                p.popen.kill()
+                p.popen.wait(2)
 
 
 if __name__ == "__main__":
-    # A sender process (`run` starts it with its end of a socket pair). Through the module's own name, so
+    # A sender process (`_Process.start`, with its end of a socket pair). Through the module's own name, so
     # that what it reports unpickles in the harness as `shared.bench.openloop`'s classes.
     from shared.bench import openloop
 
-    openloop._child(multiprocessing.connection.Connection(int(sys.argv[1])))
+    openloop._serve(multiprocessing.connection.Connection(int(sys.argv[1])))
