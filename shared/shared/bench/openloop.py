@@ -30,6 +30,7 @@ import math
 import mmap
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import socket
 import struct
@@ -287,8 +288,6 @@ async def _send_share(
 
 
 def _picklable(exc: BaseException, index: int) -> BaseException:
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001 - any exception that does not survive the pipe is described instead
@@ -319,10 +318,13 @@ def _one_share(
 ) -> bool:
     """Learn the run, open, say ready, wait for the start, send the share, report; whether all went well
     (else the process ends: the harness does not use it again)."""
-    path, index, processes, opener, n, rate, control = job
-    sys.path[:] = path  # the harness's, so that its opener's module imports here
+    path, blob = job
+    sys.path[:] = path  # the harness's, so that its opener's module imports here (before unpickling it)
     sender: Sender | None = None
+    control: Control | None = None
+    index = -1
     try:
+        index, processes, opener, n, rate, control = pickle.loads(blob)
         sender = opener()
         loop.run_until_complete(_maybe(sender.open()))
         conn.send(("ready", None))
@@ -342,7 +344,8 @@ def _one_share(
         if sender is not None:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(_maybe(sender.close()))
-        control.close()
+        if control is not None:
+            control.close()
 
 
 # ---- the harness's side ---------------------------------------------------------------------------------
@@ -457,7 +460,7 @@ def run(
     try:
         procs = _POOL.take(k)
         for i, p in enumerate(procs):
-            p.conn.send((list(sys.path), i, k, opener, n, rate, control))
+            p.conn.send((list(sys.path), pickle.dumps((i, k, opener, n, rate, control))))
         ready = _collect(procs, "ready", time.monotonic() + ready_timeout, should_stop)
         if ready is None:
             for p in procs:
