@@ -40,7 +40,7 @@ ENV_WORKLOADS = "BENCH_WORKLOADS"
 """Modules (comma-separated) that register the user's own workloads (docs/benchmark.md, "Your own workload")."""
 ENV_SENDER_PROCESSES = "BENCH_SENDER_PROCESSES"
 """How many processes send an open-loop run's jobs (docs/benchmark.md, "The open-loop sender"); unset or 0:
-one per 500 jobs/s of the run's rate."""
+one per 250 jobs/s of the run's rate."""
 MAX_SENDER_PROCESSES = 64
 
 DEFAULT_LOCAL_PG_ADDR = "127.0.0.1:5432"

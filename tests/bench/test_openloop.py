@@ -18,11 +18,12 @@ from shared.bench.spec import Case
 # ---- unit: the schedule's split -------------------------------------------------------------------------
 
 
-def test_one_sender_process_per_500_jobs_a_second_within_the_cap():
+def test_one_sender_process_per_250_jobs_a_second_within_the_cap():
     assert openloop.processes_for(200) == 1
-    assert openloop.processes_for(500) == 1
-    assert openloop.processes_for(1000) == 2
-    assert openloop.processes_for(3000) == 6
+    assert openloop.processes_for(250) == 1
+    assert openloop.processes_for(300) == 2
+    assert openloop.processes_for(1000) == 4
+    assert openloop.processes_for(3000) == 12
     assert openloop.processes_for(1e6) == openloop.MAX_PROCESSES
     assert openloop.processes_for(3000, per_process=1000, cap=2) == 2
     with pytest.raises(ValueError):

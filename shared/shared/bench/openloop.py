@@ -43,9 +43,10 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-PER_PROCESS_RATE = 500.0
-"""Arrivals per second one sender process is given (`processes_for`): one job per transaction costs a
-client round trip and some Python, about 1 ms on a loaded 2-core host."""
+PER_PROCESS_RATE = 250.0
+"""Arrivals per second one sender process is given (`processes_for`). One job per transaction costs a
+client round trip and a commit: on the 2-core host at load 6, one process fell behind at 300 jobs/s of
+pgqueue's one-by-one enqueue where four sustained it (docs/benchmark.md, "The open-loop sender")."""
 MAX_PROCESSES = 16
 """The most sender processes a run starts, whatever its rate."""
 READY_TIMEOUT_SECONDS = 120.0
