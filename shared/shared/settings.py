@@ -38,6 +38,10 @@ ENV_FLY_APP_NAME = "FLY_APP_NAME"
 ENV_FLY_MACHINE_ID = "FLY_MACHINE_ID"
 ENV_WORKLOADS = "BENCH_WORKLOADS"
 """Modules (comma-separated) that register the user's own workloads (docs/benchmark.md, "Your own workload")."""
+ENV_SENDER_PROCESSES = "BENCH_SENDER_PROCESSES"
+"""How many processes send an open-loop run's jobs (docs/benchmark.md, "The open-loop sender"); unset or 0:
+one per 250 jobs/s of the run's rate."""
+MAX_SENDER_PROCESSES = 64
 
 DEFAULT_LOCAL_PG_ADDR = "127.0.0.1:5432"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -251,6 +255,13 @@ def fly_app_name(env: Mapping[str, str] | None = None) -> str | None:
     """The Fly app this process belongs to, or None off Fly."""
     env = os.environ if env is None else env
     return env.get(ENV_FLY_APP_NAME) or None
+
+
+def sender_processes(env: Mapping[str, str] | None = None) -> int | None:
+    """How many processes send an open-loop run's jobs (`BENCH_SENDER_PROCESSES`); None: chosen from the
+    run's rate. `ConfigError` for anything but 0 to `MAX_SENDER_PROCESSES`."""
+    env = os.environ if env is None else env
+    return _int(env, ENV_SENDER_PROCESSES, 0, 0, MAX_SENDER_PROCESSES) or None
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

@@ -317,6 +317,8 @@ def test_the_queue_command_gives_pgqueue_figures_beside_the_raw_ceiling(pg_serve
         (["queue", "--adapter", "sidekiq"], "sidekiq"),
         (["queue", "--adapter", "pgqueue", "--jobs", "0"], "--jobs"),
         (["web", "--rate", "-1"], "--rate"),
+        (["web", "--sender-processes", "0"], "--sender-processes"),
+        (["--sender-processes", "999"], "--sender-processes"),
         (["report"], "experiment"),
         (["nonsense"], "nonsense"),
     ],

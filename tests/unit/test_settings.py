@@ -76,6 +76,16 @@ def test_bad_port_names_the_variable():
         settings.load({"DATABASE_URL": "postgres://h/app", "PORT": "70000"})
 
 
+def test_the_sender_processes_are_chosen_from_the_rate_unless_set():
+    assert settings.sender_processes({}) is None
+    assert settings.sender_processes({"BENCH_SENDER_PROCESSES": "0"}) is None
+    assert settings.sender_processes({"BENCH_SENDER_PROCESSES": "4"}) == 4
+    with pytest.raises(ConfigError, match="BENCH_SENDER_PROCESSES must be between"):
+        settings.sender_processes({"BENCH_SENDER_PROCESSES": "1000"})
+    with pytest.raises(ConfigError, match="BENCH_SENDER_PROCESSES must be an integer"):
+        settings.sender_processes({"BENCH_SENDER_PROCESSES": "many"})
+
+
 def test_without_database_url_and_nothing_listening_the_error_says_make_db_up(monkeypatch, tmp_path):
     monkeypatch.setattr(settings, "EMBEDDED_URL_FILE", tmp_path / "missing.url")
     from shared.embedded import free_port

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from shared import settings, workloads
-from shared.bench import adapters, spec, terms
+from shared.bench import adapters, openloop, spec, terms
 from shared.bench.usage import UsageError, choices, positive
 
 PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "steady", "overlap", "fault", "overhead", "workloads")
@@ -111,6 +112,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--p99-bound-ms", type=float, default=50.0, help="load sweep: the p99 bound of its verdict"
     )
+    p.add_argument(
+        "--sender-processes",
+        type=int,
+        default=None,
+        help=f"sweep and steady runs: processes that send the jobs, each with its own connection (default: one "
+        f"per {openloop.PER_PROCESS_RATE:g} jobs/s of the rate, at most {openloop.MAX_PROCESSES}; also "
+        f"{settings.ENV_SENDER_PROCESSES})",
+    )
     p.add_argument("--fault-jobs", type=int, default=200, help="jobs per fault run (sleep jobs)")
     p.add_argument("--fault-ms", type=float, default=50.0, help="milliseconds each fault-run job sleeps")
     p.add_argument(
@@ -132,6 +141,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Everything about the options that needs no server: raises `UsageError`."""
+    senders = getattr(args, "sender_processes", None)
+    if senders is not None and not 1 <= senders <= settings.MAX_SENDER_PROCESSES:
+        raise UsageError(
+            f"--sender-processes must be between 1 and {settings.MAX_SENDER_PROCESSES}, got {senders}"
+        )
+    settings.sender_processes()  # BENCH_SENDER_PROCESSES, checked before anything starts
     if args.spec is not None:
         return
     choices(args.adapters, adapters.NAMES, "adapter")
@@ -330,6 +345,9 @@ def run(args: argparse.Namespace) -> int:
     from shared.bench.report import console
 
     check_args(args)
+    if getattr(args, "sender_processes", None) is not None:
+        # read by the open-loop sender of every run (`settings.sender_processes`), as --workloads is passed on
+        os.environ[settings.ENV_SENDER_PROCESSES] = str(args.sender_processes)
     attached = bool(getattr(args, "attached", False))
     s, live = live_workers() if attached else (cli.settings_without_database(), None)
     the_spec, notes = build_spec(args, s, live)
@@ -351,8 +369,6 @@ def run(args: argparse.Namespace) -> int:
 def live_workers() -> tuple[settings.Settings, list[dict[str, Any]]]:
     """`--attached`: the settings of the database the running workers use (exported as `DATABASE_URL` for
     the executor and its children) and their live heartbeats; `UsageError` when none beats."""
-    import os
-
     import psycopg
 
     from shared import db

@@ -21,7 +21,6 @@ import psycopg
 from psycopg import sql
 
 from shared import db, embedded, settings
-from shared import migrate as migrate_mod
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,15 @@ class Target:
         return "embedded (started by the harness)" if self.cluster else "DATABASE_URL"
 
 
+def _upgrade(url: str, queue_url: str) -> None:
+    """Migrate both lineages. Alembic is imported here, on first use: this module is imported by every
+    process that imports the adapters (the open-loop sender processes too), and Alembic's import is half
+    of theirs (seconds on a loaded host)."""
+    from shared import migrate
+
+    migrate.upgrade(url, queue_url)
+
+
 @contextlib.contextmanager
 def target(data_dir: Path, *, keep: bool = True) -> Iterator[Target]:
     """`DATABASE_URL` when set, else an embedded cluster in `data_dir` (kept afterwards when `keep`, so
@@ -52,7 +60,7 @@ def target(data_dir: Path, *, keep: bool = True) -> Iterator[Target]:
         url = cluster.url
         os.environ[settings.ENV_DATABASE_URL] = url
     try:
-        migrate_mod.upgrade(url, settings.load().queue_database_url)
+        _upgrade(url, settings.load().queue_database_url)
         yield Target(url, cluster)
     finally:
         if cluster is not None:
@@ -76,7 +84,7 @@ def scratch_database(url: str, prefix: str = "bench_scratch") -> Iterator[str | 
             return
     try:
         fresh = settings.with_database(url, name)
-        migrate_mod.upgrade(fresh, fresh)
+        _upgrade(fresh, fresh)
         yield fresh
     finally:
         with db.connect(url, role="harness", autocommit=True) as conn:
@@ -103,7 +111,7 @@ def throwaway(prefix: str) -> Iterator[tuple[str, str]]:
         cluster = embedded.EmbeddedCluster(Path(tmp) / "pg")
         cluster.start()
         try:
-            migrate_mod.upgrade(cluster.url, cluster.url)
+            _upgrade(cluster.url, cluster.url)
             yield cluster.url, "an embedded PostgreSQL of its own"
         finally:
             cluster.destroy()

@@ -35,6 +35,8 @@ def run_metrics(
         "enqueue_seconds": round(sent.seconds, 4) if sent else None,
         "enqueue_rate": round(sent.rate, 1) if sent else None,
         "sender_max_lag_s": round(sent.max_lag_s, 4) if sent else None,
+        "sender_processes": sent.sender_processes if sent else None,
+        "sender_lag_p99_s": round(sent.lag_p99_s, 4) if sent and sent.lag_p99_s is not None else None,
         "db": dbload.delta(before_db, after_db),
         "resources": resources["totals"],
         "resource_samples": resources["samples"],

@@ -2,8 +2,10 @@
 over loopback (docs/benchmark.md, "The admin pages").
 
 Measures the median answer time of the pgqueue overview and the jobs list (first page, filtered, a later
-page), then sends 200 requests/s to the overview for 30 s (open loop: requests leave on schedule whether
-or not earlier ones have answered) and counts errors. Prints figures; asserts nothing.
+page), then sends 200 requests/s to the overview for 30 s and counts errors. The load is open loop: each
+request leaves on schedule whether or not earlier ones have answered, from sender processes of its own
+(`shared.bench.openloop`: one event loop and a pool of keep-alive connections each), so that it measures
+the web service, not its own threads competing for the cores. Prints figures; asserts nothing.
 
 PostgreSQL: a fresh database on the server of DATABASE_URL when it is set (dropped afterwards), else an
 embedded cluster of its own. The web service is the real one (`bench-web`: gunicorn, its default workers
@@ -13,8 +15,10 @@ and threads), bound to 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import http.client
+import math
 import os
 import re
 import subprocess
@@ -24,7 +28,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,7 @@ import psycopg
 import sqlalchemy as sa
 
 from shared import embedded, pgqueue, settings
-from shared.bench import databases, stats
+from shared.bench import databases, openloop, stats
 
 BIN = Path(sys.executable).parent
 PASSWORD = "bench-web-" + uuid.uuid4().hex[:8]
@@ -137,43 +141,130 @@ def timed(client: Client, path: str, n: int) -> list[float]:
     return out
 
 
-def load(client: Client, path: str, rate: float, seconds: float, threads: int) -> dict[str, Any]:
-    """Open loop: request i leaves at start + i/rate; latency counts from that scheduled time."""
+HTTP_TIMEOUT_SECONDS = 30.0
+CONNECTION_SECONDS = 0.05
+"""Each sender process opens, before the window, as many keep-alive connections as its share of the rate
+keeps busy if answers take this long; an arrival that finds none idle opens another."""
+MAX_CONNECTIONS = 256
+"""The most connections one sender process holds (gunicorn serves 1,000 per worker): past them an arrival
+waits for one, and that wait is counted in its latency and in how late it left."""
+
+
+@dataclass(frozen=True)
+class HttpOpener:
+    """Opens one sender process's keep-alive connections to the web service (`openloop.Opener`)."""
+
+    host: str
+    port: int
+    path: str
+    cookie: str
+    connections: int
+
+    def __call__(self) -> HttpSender:
+        return HttpSender(self.host, self.port, self.path, self.cookie, self.connections)
+
+
+class HttpSender:
+    """GET requests on a pool of keep-alive connections, from one event loop: a request leaves when it is
+    due whether or not earlier ones have answered (`openloop.Sender`, concurrent). Its outcome is (the time
+    it was written, the time its answer was read, the HTTP status or the error's name)."""
+
+    def __init__(self, host: str, port: int, path: str, cookie: str, connections: int) -> None:
+        self.host, self.port, self.connections = host, port, connections
+        self.request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n\r\n".encode(
+            "latin-1"
+        )
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots: asyncio.Semaphore | None = None
+
+    async def open(self) -> None:
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        for _ in range(self.connections):
+            self.idle.append(await asyncio.open_connection(self.host, self.port))
+
+    async def send(self, seq: int, due: float) -> tuple[float, float, int | str]:
+        assert self.slots is not None, "opened before the window"
+        async with self.slots:
+            return await self._send()
+
+    async def _send(self) -> tuple[float, float, int | str]:
+        written = time.time()
+        for attempt in (1, 2):
+            # A pooled connection may have been closed by the server's keep-alive timeout: one retry on a new one.
+            pooled = bool(self.idle)
+            conn = self.idle.pop() if pooled else await asyncio.open_connection(self.host, self.port)
+            written = time.time()
+            try:
+                async with asyncio.timeout(HTTP_TIMEOUT_SECONDS):
+                    status, keep = await _exchange(conn, self.request)
+            except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+                conn[1].close()
+                if attempt == 1 and pooled and not isinstance(exc, TimeoutError):
+                    continue
+                return written, time.time(), type(exc).__name__
+            if keep:
+                self.idle.append(conn)
+            else:
+                conn[1].close()
+            return written, time.time(), status
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+async def _exchange(
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes
+) -> tuple[int, bool]:
+    """Write one request and read its whole answer (Content-Length or chunked): (status, keep-alive)."""
+    reader, writer = conn
+    writer.write(request)
+    await writer.drain()
+    status_line = await reader.readuntil(b"\r\n")
+    status = int(status_line.split()[1])
+    headers: dict[str, str] = {}
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        while await reader.readuntil(b"\r\n") != b"\r\n":
+            pass
+    else:
+        await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers.get("connection", "").lower() != "close"
+
+
+def load(
+    host: str, port: int, cookie: str, path: str, rate: float, seconds: float, processes: int | None
+) -> dict[str, Any]:
+    """Open loop (`openloop.run`): request i is due at start + i/rate and leaves then from one of K sender
+    processes, whether or not earlier ones have answered; latency counts from that due time."""
     total = int(rate * seconds)
+    k = processes or openloop.processes_for(rate)
+    per_process = max(2, math.ceil(rate / k * CONNECTION_SECONDS))
+    r = openloop.run(HttpOpener(host, port, path, cookie, per_process), total, rate, processes=k)
     latencies: list[float] = []
-    service: list[float] = []  # from the moment the request actually left
-    lags: list[float] = []  # how late it left: the generator's own threads competing for the cores
+    service: list[float] = []  # from the moment the request was written
+    lags: list[float] = []  # how late it was written: its sender's lag and any wait for a connection
     errors: list[str] = []
-    lock = threading.Lock()
-    start = time.perf_counter() + 0.5
-
-    def one(i: int) -> None:
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        sent = time.perf_counter()
-        try:
-            resp, _ = client.request("GET", path)
-            ok = resp.status == 200
-            err = None if ok else f"HTTP {resp.status}"
-        except Exception as exc:  # noqa: BLE001 - every failure is counted, not raised
-            ok, err = False, type(exc).__name__
-        done = time.perf_counter()
-        with lock:
-            latencies.append((done - due) * 1000)
-            service.append((done - sent) * 1000)
-            lags.append(max(sent - due, 0.0) * 1000)
-            if not ok:
-                errors.append(err or "?")
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(total)))
-    elapsed = time.perf_counter() - start
+    for a in r.arrivals:
+        written, done, status = a.outcome
+        latencies.append((done - a.due) * 1000)
+        service.append((done - written) * 1000)
+        lags.append(max(written - a.due, 0.0) * 1000)
+        if status != 200:
+            errors.append(f"HTTP {status}" if isinstance(status, int) else str(status))
+    elapsed = max(r.finished_at - r.started_at, 1e-9)
     return {
-        "requests": total,
+        "requests": r.sent,
         "errors": len(errors),
-        "achieved_rps": total / elapsed,
+        "achieved_rps": r.sent / elapsed,
+        "processes": r.processes,
+        "connections_per_process": per_process,
         **stats.percentiles(latencies, (50.0, 95.0, 99.0)),
         "max": max(latencies),
         "service_p50": stats.median(service),
@@ -190,10 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=50, help="sequential requests per page for the medians")
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--threads", type=int, default=64, help="client threads of the load generator")
+    p.add_argument(
+        "--sender-processes",
+        type=int,
+        default=None,
+        help=f"processes of the load generator (default: one per {openloop.PER_PROCESS_RATE:g} requests/s)",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.jobs <= 10_000_000 or args.rate <= 0 or args.seconds <= 0:
         print("error: --jobs must be 1..10000000, --rate and --seconds above 0", file=sys.stderr)
+        return 2
+    if args.sender_processes is not None and not 1 <= args.sender_processes <= settings.MAX_SENDER_PROCESSES:
+        print(f"error: --sender-processes must be 1..{settings.MAX_SENDER_PROCESSES}", file=sys.stderr)
         return 2
 
     try:
@@ -279,10 +378,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {label} | {stats.median(ms):.1f} | {stats.percentiles(ms, (95.0,))['p95']:.1f} | {len(ms)} |"
             )
 
-        log(
-            f"\nload: {args.rate:.0f} requests/s to /pgqueue/ for {args.seconds:.0f} s (open loop, {args.threads} client threads)"
+        r = load(
+            client.host,
+            client.port,
+            client.cookie,
+            "/pgqueue/",
+            args.rate,
+            args.seconds,
+            args.sender_processes,
         )
-        r = load(client, "/pgqueue/", args.rate, args.seconds, args.threads)
+        log(
+            f"\nload: {args.rate:.0f} requests/s to /pgqueue/ for {args.seconds:.0f} s (open loop, "
+            f"{r['processes']} sender processes x {r['connections_per_process']} keep-alive connections to start)"
+        )
         log(
             f"| requests | errors | achieved req/s | p50 ms | p95 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|\n"
             f"| {r['requests']} | {r['errors']} | {r['achieved_rps']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | "
@@ -290,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(
             f"from the moment each request left: p50 {r['service_p50']:.1f} ms, p99 {r['service_p99']:.1f} ms; "
-            f"how late they left (the load generator's own threads on the same cores): p50 "
+            f"how late they were written (the load generator, or a wait for one of its connections): p50 "
             f"{r['send_lag_p50']:.1f} ms, p99 {r['send_lag_p99']:.1f} ms"
         )
         if r["errors"]:

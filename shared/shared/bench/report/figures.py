@@ -313,6 +313,10 @@ def sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "p99_ms": e2e.get("p99"),
                 "p99.9_ms": e2e.get("p99.9"),
                 "delivered_rate": point.get("delivered_rate"),
+                "sender_processes": m.get("sender_processes"),
+                "sender_lag_p99_ms": None
+                if m.get("sender_lag_p99_s") is None
+                else m["sender_lag_p99_s"] * 1000,
                 "note": r["error"],
             }
         )

@@ -238,7 +238,9 @@ def _sweep(sweeps: list[dict[str, Any]]) -> list[str]:
         "## Load sweep: latency against offered load",
         "",
         "Open-loop arrivals, one job per arrival, the same rates for every adapter; latency from the scheduled "
-        f"arrival. A rate is *saturated* (`sender`: the harness fell {terms.SWEEP_MAX_LAG_SECONDS:g} s behind its "
+        "arrival. The jobs leave from K sender processes, each with its own connection (`senders`: K, and the "
+        "p99 of how late the jobs left). "
+        f"A rate is *saturated* (`sender`: the harness fell {terms.SWEEP_MAX_LAG_SECONDS:g} s behind its "
         f"schedule and stopped; `queue`: jobs finished at under {terms.SWEEP_MIN_DELIVERED:.0%} of the offered rate) "
         f"and stops the higher rates. Verdict: the highest rate sustained with p99 under {_fmt(bound)} ms "
         "(a p99 with fewer than 100 samples beyond it does not count). Chart: `sweep.png`.",
@@ -255,7 +257,7 @@ def _sweep(sweeps: list[dict[str, Any]]) -> list[str]:
             + " / ".join(
                 stats.N_TOO_SMALL if p[k] is None else _fmt(p[k]) for k in ("p50_ms", "p99_ms", "p99.9_ms")
             )
-            + f" ({p['status']})"
+            + f" ({p['status']}{_senders(p)})"
             if p["status"] not in ("cancelled", "failed")
             else f"{_fmt(p['rate'])}/s: not run"
             for p in line["points"]
@@ -265,6 +267,14 @@ def _sweep(sweeps: list[dict[str, Any]]) -> list[str]:
         )
     out.append("")
     return out
+
+
+def _senders(point: dict[str, Any]) -> str:
+    """`, senders K, lag p99 X ms` for a sweep point that recorded its open-loop sender."""
+    if not point.get("sender_processes"):
+        return ""
+    lag = point.get("sender_lag_p99_ms")
+    return f", senders {point['sender_processes']}" + (f", lag p99 {_fmt(lag)} ms" if lag is not None else "")
 
 
 def _durability(runs: list[dict[str, Any]]) -> list[str]:
