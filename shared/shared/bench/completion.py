@@ -5,6 +5,12 @@ that the paired runs of the recording overhead end on the same signal: a cheap p
 nothing is left to run, its completed count once a second for progress. The records, loaded by the
 workers at least every second, are then awaited; for the other adapters they are the only signal. A
 run whose count stops moving for `stall` seconds ends, and its missing jobs count as lost.
+
+Counting a run's finish records reads every one of them (40 to 50 ms at 20,000 to 34,000 jobs, on the
+harness's connection): polled every 0.1 s through a whole drain, it took a quarter of a core from the
+workers of a queue that keeps no count of its own (docs/benchmarks.md, "Why the peers' sized drains are
+slower than their probes"). So the records are counted again after half the time the rest of the run would
+take at the rate so far (`records_poll_interval`): every 0.1 s near the end, at most once a second before.
 """
 
 from __future__ import annotations
@@ -19,6 +25,17 @@ from shared.bench.store import Store
 
 QUEUE_POLL_SECONDS = 0.02
 RECORDS_POLL_SECONDS = 0.1
+RECORDS_POLL_MAX_SECONDS = 1.0
+
+
+def records_poll_interval(done: int, n: int, elapsed: float) -> float:
+    """Seconds until the records of a run are counted again: half the time the `n - done` jobs left would
+    take at the rate seen over `elapsed` seconds, within [RECORDS_POLL_SECONDS, RECORDS_POLL_MAX_SECONDS]
+    (the shortest while nothing has finished yet: no rate to go by)."""
+    if done <= 0 or elapsed <= 0:
+        return RECORDS_POLL_SECONDS
+    left = max(0, n - done) * elapsed / done
+    return min(RECORDS_POLL_MAX_SECONDS, max(RECORDS_POLL_SECONDS, left / 2))
 
 
 class _Stall:
@@ -82,6 +99,7 @@ def wait_for_end(
             time.sleep(QUEUE_POLL_SECONDS)
     if case.recording and (observed_done_at is not None or baseline is None):
         stalled.reset()
+        counting_since = time.monotonic()
         while True:
             if should_stop():
                 raise KeyboardInterrupt
@@ -91,7 +109,7 @@ def wait_for_end(
                 break
             if not stalled.moving(done):
                 break
-            time.sleep(RECORDS_POLL_SECONDS)
+            time.sleep(records_poll_interval(done, n, time.monotonic() - counting_since))
     return {
         "wait_seconds": round(time.time() - started, 3),
         "stalled": done < n,
