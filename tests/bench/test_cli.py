@@ -75,8 +75,15 @@ def test_a_small_matrix_writes_every_output_file(small_matrix):
     for r in drains:
         assert r["audit"]["lost"] == 0 and r["audit"]["duplicates"] == 0
         assert r["figures"]["throughput"] > 0 and r["latency_ms"]["end_to_end"]["n"] == r["job_count"]
-        # sized from a probe of the 60 jobs asked for, never below it
-        assert r["sizing"]["probe_jobs"] == 60 and r["job_count"] >= 60, r["sizing"]
+        # sized from a probe of the 60 jobs asked for, never below it; a probe that drained in under 0.25 s
+        # (pgqueue takes 60 jobs in a claim or two) is followed by a second one, whose rates count
+        first = r["sizing"].get("first_probe", {"jobs": r["sizing"]["probe_jobs"]})
+        assert first["jobs"] == 60 and r["job_count"] >= 60, r["sizing"]
+        if "first_probe" in r["sizing"]:
+            assert r["sizing"]["probe_jobs"] > 60, r["sizing"]
+        # the batch's table was analyzed between the enqueue and the release (pgqueue's; Celery's SQL
+        # broker keeps its messages in a database of its own)
+        assert (r["gate"].get("analyzed_s") is not None) == (r["adapter"] == "pgqueue"), r["gate"]
         assert r["environment"]["postgres"]["fsync"] and r["environment"]["packages"]["celery"]
         assert "prefork" in r["slot_mapping"] or "--threads" in r["slot_mapping"]
     celery = [r for r in runs if r["adapter"] == "celery"]

@@ -111,6 +111,8 @@ def execute(
     finally:
         if held:
             assert group is not None
+            if sent is not None and not interrupted:
+                gate["analyzed_s"] = analyze_queue(x, case)
             gate["released_at"] = group.release()
         # Closed after the release: a connection's goodbye is not the workers' to wait for.
         enqueuer.close()
@@ -173,6 +175,20 @@ def execute(
     if x.mode == "managed":
         settle(x, case, queue)
     return m
+
+
+def analyze_queue(x: Executor, case: Case) -> float | None:
+    """ANALYZE the tables the case's batch landed in (`Adapter.queue_tables`), outside every timed window:
+    a backlog that lands on a table whose statistics say it is empty gets a plan that reads the whole
+    backlog per claim (docs/benchmarks.md, "Why the peers' sized drains are slower than their probes"), and
+    whether autovacuum came by first would decide the verdict. The seconds it took, or None."""
+    tables = adapters.get(case.adapter).queue_tables
+    if not tables:
+        return None
+    started = time.monotonic()
+    # The names are the adapters' constants, not input.
+    x.db.call(lambda conn: conn.execute(f"ANALYZE {', '.join(tables)}"))  # noqa: S608
+    return round(time.monotonic() - started, 3)
 
 
 def settle(x: Executor, case: Case, queue: str) -> None:

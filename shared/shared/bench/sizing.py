@@ -20,21 +20,68 @@ PROBE_MARGIN = 1.2
 """A sized drain takes the probe's rate times its time budget times this, so that it lasts the budget."""
 
 
+PROBE_MIN_SECONDS = 0.25
+"""A probe that drained in less than this measured start-up more than a rate (a queue that claims in
+batches takes a 500-job probe in one claim): a second probe, sized to last `PROBE_AGAIN_SECONDS`, sizes the
+case instead."""
+PROBE_AGAIN_SECONDS = 0.5
+
+
 def probe(x: Executor, case: Case, probe_id: int) -> dict[str, Any]:
-    """A short drain of `case.jobs` jobs on the case's running workers, held during the enqueue as every
-    drain is, whose rates size the case's runs (docs/benchmark.md, "Runs long enough to measure"): the
-    size that lasts `case.min_seconds` at the probe's drain rate, within `PROBE_ENQUEUE_SECONDS` of
-    enqueue at its enqueue rate, never below the probe's own size. `probe_id` is a run id no run row has
-    (negative): its records are deleted afterwards."""
+    """Short drains on the case's running workers, held during the enqueue as every drain is, whose rates
+    size the case's runs (docs/benchmark.md, "Runs long enough to measure"): the size that lasts
+    `case.min_seconds` at the probe's drain rate, within `PROBE_ENQUEUE_SECONDS` of enqueue at its enqueue
+    rate, never below the first probe's size. The first probe drains `case.jobs`; one that lasted under
+    `PROBE_MIN_SECONDS` is followed by a second, sized to last `PROBE_AGAIN_SECONDS`, whose rates count.
+    `probe_id` is a run id no run row has (negative; the second probe's is 500 below it): the probes'
+    records are deleted afterwards."""
     assert case.min_seconds is not None
+    first = _drain(x, case, case.jobs, probe_id)
+    info: dict[str, Any] = {"probe_jobs": first["sent"], "probe_enqueue_rate": first["enqueue_rate"]}
+    if first.get("rate") is None:
+        return {**info, "jobs": case.jobs, "why": "the probe did not complete; the probe's size is kept"}
+    measured = first
+    if first["drain_s"] < PROBE_MIN_SECONDS:
+        again = _fit(case, first, PROBE_AGAIN_SECONDS)
+        if again > case.jobs:
+            second = _drain(x, case, again, probe_id - 500)
+            if second.get("rate") is not None:
+                measured = second
+                info.update(probe_jobs=second["sent"], probe_enqueue_rate=second["enqueue_rate"])
+                info["first_probe"] = {"jobs": first["sent"], "drain_rate": round(first["rate"], 1)}
+    rate, enqueue_rate = measured["rate"], measured["enqueue_rate"]
+    want = math.ceil(rate * case.min_seconds * PROBE_MARGIN)
+    cap = math.ceil(enqueue_rate * PROBE_ENQUEUE_SECONDS)
+    jobs = max(case.jobs, min(want, cap, terms.MAX_JOBS))
+    why = (
+        f"{case.min_seconds:g} s at the probe's {rate:,.0f} jobs/s"
+        if want <= cap
+        else f"{PROBE_ENQUEUE_SECONDS:g} s of enqueue at the probe's {enqueue_rate:,.0f} jobs/s"
+    )
+    return {**info, "probe_drain_rate": round(rate, 1), "jobs": jobs, "why": why}
+
+
+def _fit(case: Case, probe: dict[str, Any], seconds: float) -> int:
+    """The jobs that drain in `seconds` at the probe's rate, within the enqueue's time budget."""
+    cap = probe["enqueue_rate"] * PROBE_ENQUEUE_SECONDS
+    return int(min(probe["rate"] * seconds, cap, terms.MAX_JOBS))
+
+
+def _drain(x: Executor, case: Case, jobs: int, probe_id: int) -> dict[str, Any]:
+    """One held drain of `jobs` jobs under run id `probe_id`: jobs sent, enqueue rate, drain seconds and
+    rate (None when it did not complete). Its records are deleted, its queue settled."""
+    case = case.model_copy(update={"jobs": jobs})
     group, _ = x.workers.shared(case)
     adapter = adapters.get(case.adapter)
     enqueuer = adapter.enqueuer(case, group.queue, group.env)
     baseline = completion.completed_in_queue(x.db, case, group.queue)
+    sent = None
     try:
         group.hold()
         sent = scenarios.enqueue(case, enqueuer, probe_id, x.should_stop)
     finally:
+        if sent is not None:
+            run.analyze_queue(x, case)
         group.release()
         enqueuer.close()
     waited = completion.wait_for_end(
@@ -50,22 +97,13 @@ def probe(x: Executor, case: Case, probe_id: int) -> dict[str, Any]:
     timings = [t for t in metrics.job_timings(x.db.conn(), probe_id) if t.finish is not None]
     x.db.run("events_delete_run", {"run_id": probe_id})
     run.settle(x, case, group.queue)
-    info: dict[str, Any] = {"probe_jobs": sent.sent, "probe_enqueue_rate": round(sent.rate, 1)}
+    out: dict[str, Any] = {"sent": sent.sent, "enqueue_rate": round(sent.rate, 1), "rate": None}
     if waited.get("stalled") or not timings:
-        return {**info, "jobs": case.jobs, "why": "the probe did not complete; the probe's size is kept"}
+        return out
     finishes = [t.finish for t in timings if t.finish is not None]
     starts = [t.first_start for t in timings if t.first_start is not None]
     drain = max(max(finishes) - min(starts or finishes), 1e-3)
-    rate = len(timings) / drain
-    want = math.ceil(rate * case.min_seconds * PROBE_MARGIN)
-    cap = math.ceil(sent.rate * PROBE_ENQUEUE_SECONDS)
-    jobs = max(case.jobs, min(want, cap, terms.MAX_JOBS))
-    why = (
-        f"{case.min_seconds:g} s at the probe's {rate:,.0f} jobs/s"
-        if want <= cap
-        else f"{PROBE_ENQUEUE_SECONDS:g} s of enqueue at the probe's {sent.rate:,.0f} jobs/s"
-    )
-    return {**info, "probe_drain_rate": round(rate, 1), "jobs": jobs, "why": why}
+    return {**out, "drain_s": drain, "rate": len(timings) / drain}
 
 
 def size_cases(x: Executor, spec: Spec) -> dict[str, dict[str, Any]]:

@@ -97,6 +97,10 @@ class Adapter(abc.ABC):
     """`application_name` prefixes of the PostgreSQL connections its workers open (sampled for CPU)."""
     child_heartbeats: ClassVar[bool] = False
     """Its worker's processes heartbeat each on their own: the harness waits for all before a run."""
+    queue_tables: ClassVar[tuple[str, ...]] = ()
+    """The tables of the harness's database that a batch lands in: a held drain analyzes them between its
+    enqueue and the release, so every queue meets its batch with fresh statistics (docs/benchmark.md, "Drain
+    means drain")."""
     counts_completions: ClassVar[bool] = False
     """`busy` and `completed` tell the end of a run from the queue's own tables, so it can run with recording off."""
     worker_script: ClassVar[str]

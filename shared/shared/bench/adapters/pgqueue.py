@@ -85,6 +85,7 @@ class Pgqueue(SupervisedAdapter):
         ),
     )
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueue",)
+    queue_tables: ClassVar[tuple[str, ...]] = ("queue.pgqueue_jobs",)
     child_heartbeats = True
     counts_completions = True
     packages: ClassVar[tuple[str, ...]] = ("psycopg",)

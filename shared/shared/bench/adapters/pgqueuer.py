@@ -74,6 +74,7 @@ class Pgqueuer(SupervisedAdapter):
     summary = "pgqueuer: a PostgreSQL job queue for Python (asyncpg, SKIP LOCKED batches, LISTEN/NOTIFY)"
     options = (Option("batch", BATCHES, "500", "jobs per dequeue (pgqueuer's own default: 10)", "batches"),)
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueuer",)
+    queue_tables: ClassVar[tuple[str, ...]] = (f"{SCHEMA}.pgqueuer",)
     packages: ClassVar[tuple[str, ...]] = ("pgqueuer", "asyncpg", "uvloop")
     worker_script = "bench-pgqueuer-worker"
 

@@ -65,6 +65,7 @@ class Procrastinate(SupervisedAdapter):
     name = "procrastinate"
     summary = "procrastinate: a PostgreSQL task queue for Python (psycopg 3, LISTEN/NOTIFY, async workers)"
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-procrastinate",)
+    queue_tables: ClassVar[tuple[str, ...]] = (f"{SCHEMA}.procrastinate_jobs",)
     packages: ClassVar[tuple[str, ...]] = ("procrastinate", "psycopg", "psycopg-pool")
     worker_script = "bench-procrastinate-worker"
 
