@@ -64,14 +64,6 @@ def _sanitised(value: Any) -> Any:
     return value
 
 
-def _describe(exc: BaseException) -> str:
-    # a job's exception is the job's code: its __str__ may raise, and the slot must go on
-    try:
-        return str(exc)
-    except BaseException as inner:  # noqa: BLE001
-        return f"<str() of this {type(exc).__name__} raised {type(inner).__name__}>"
-
-
 def _format_traceback(exc: BaseException) -> str:
     try:
         return "".join(traceback.format_exception(exc))
@@ -87,7 +79,7 @@ def error_record(exc: BaseException, attempt: int, worker_id: str, tb: bool = Tr
     return {
         "attempt": attempt,
         "class": storable(type(exc).__name__),
-        "message": storable(_describe(exc)[:2000]),
+        "message": storable(contract.describe(exc)[:2000]),
         "traceback": storable(_format_traceback(exc)[-8000:]) if tb else None,
         "worker_id": worker_id,
     }
