@@ -409,6 +409,14 @@ SELECT (SELECT 1 FROM queue.pgqueue_jobs WHERE state = 'available' AND queue = %
 DELETE FROM queue.pgqueue_jobs
  WHERE queue = %(queue)s AND state IN ('completed', 'discarded', 'cancelled');
 
+-- finished_span --
+-- The first claim and the last completion of the completed jobs of queue %(queue)s, in seconds since the
+-- epoch (database clock), and how many: the span of a drain measured without job records (the benchmark's
+-- recorder-off runs, which delete the finished jobs before the next run).
+SELECT extract(epoch FROM min(attempted_at))::float8, extract(epoch FROM max(finished_at))::float8, count(*)
+  FROM queue.pgqueue_jobs
+ WHERE queue = %(queue)s AND state = 'completed';
+
 -- get_job --
 SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, created_at, attempted_at,
        finished_at, worker_id, unique_key, timeout, params, meta, errors
