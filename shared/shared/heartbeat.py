@@ -44,10 +44,11 @@ ON CONFLICT (id) DO UPDATE
        spool_loaded_at = coalesce(EXCLUDED.spool_loaded_at, queue.workers.spool_loaded_at),
        stopped_at = NULL
 """
+# Built from two constants of this module, no input.
 FIRST_UPSERT = f"""
 WITH beat AS ({UPSERT} RETURNING id)
 SELECT pg_notify('{READY_CHANNEL}', id) FROM beat
-"""
+"""  # noqa: S608
 """The first heartbeat: the upsert, and the NOTIFY of `READY_CHANNEL` in the same statement."""
 
 

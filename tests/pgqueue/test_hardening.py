@@ -208,10 +208,12 @@ def test_a_recorded_failure_keeps_the_class_of_an_exception_that_cannot_be_forma
     assert error["class"] == "Unprintable" and "raised RuntimeError" in error["message"]
     # the supervisor's spool loader brings the record in (every second)
     wait_until(
-        lambda: qconn.execute(
-            "SELECT count(*) FROM job_events WHERE run_id = %s AND kind = 'fail'", (run_id,)
-        ).fetchone()[0]
-        == 1,
+        lambda: (
+            qconn.execute(
+                "SELECT count(*) FROM job_events WHERE run_id = %s AND kind = 'fail'", (run_id,)
+            ).fetchone()[0]
+            == 1
+        ),
         30,
         message="the failure is recorded",
     )

@@ -586,7 +586,9 @@ def main() -> int:
     run(cfg, worker_id, s.queue_database_url, supervisor_id=os.environ.get("PGQUEUE_SUPERVISOR_ID"))
 
 
-def run_forked(cfg: Config, worker_id: str, database_url: str, *, parent_pid: int, supervisor_id: str) -> NoReturn:
+def run_forked(
+    cfg: Config, worker_id: str, database_url: str, *, parent_pid: int, supervisor_id: str
+) -> NoReturn:
     """A process forked from the supervisor's main thread: it has every module imported already and goes
     straight to work (no interpreter start, no imports). Never returns."""
     code = 1

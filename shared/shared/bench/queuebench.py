@@ -146,7 +146,11 @@ def figures(results: dict[str, Any], parts: dict[str, str]) -> dict[str, Any]:
         k: stats.median([r[k] for r in rounds if r.get(k) is not None])
         for k in ("drain", "copy", "insert", "notify_p50_ms", "notify_p99_ms")
     }
-    out: dict[str, Any] = {"raw": raw, "recording": all(c["recording"] for c in results["cases"]), "variants": {}}
+    out: dict[str, Any] = {
+        "raw": raw,
+        "recording": all(c["recording"] for c in results["cases"]),
+        "variants": {},
+    }
     for case in results["cases"]:
         est = case["estimates"]
         v = out["variants"].setdefault(case["who"], {"slot_mapping": case["slot_mapping"]})
