@@ -199,16 +199,13 @@ class Completer(threading.Thread):
                     self.database_url,
                     role="pgqueue-completer",
                     autocommit=True,
-                    options=queries.HOT_PATH_OPTIONS,
+                    options=queries.COMPLETER_OPTIONS,
                 )
             conn = self._conn
             try:
                 if not sent_failures:
                     # the common case: one statement in autocommit, one round trip (no BEGIN/COMMIT)
-                    conn.execute(
-                        queries.get("complete"),
-                        {"ids": sent_ids, "attempts": sent_attempts, "worker_id": self.worker_id},
-                    )
+                    conn.execute(queries.get("complete"), self._complete_params(sent_ids, sent_attempts))
                 else:
                     self._write_with_failures(conn, sent_ids, sent_attempts, sent_failures)
             except ROW_ERRORS as exc:
@@ -240,6 +237,9 @@ class Completer(threading.Thread):
             self.flushes += 1
         return True
 
+    def _complete_params(self, ids: list[int], attempts: list[int]) -> dict[str, Any]:
+        return {"ids": ids, "keys": queries.attempt_keys(ids, attempts), "worker_id": self.worker_id}
+
     def _write_rows_alone(
         self, conn: psycopg.Connection, ids: list[int], attempts: list[int], failures: list[Failure]
     ) -> None:
@@ -260,8 +260,7 @@ class Completer(threading.Thread):
         refused: list[int] = []
         complete = queries.get("complete")
         for job_id, attempt in zip(ids, attempts, strict=True):
-            params = {"ids": [job_id], "attempts": [attempt], "worker_id": self.worker_id}
-            if not written(conn.execute, complete, params):
+            if not written(conn.execute, complete, self._complete_params([job_id], [attempt])):
                 refused.append(job_id)
         for f in failures:
             bare = {
@@ -297,9 +296,7 @@ class Completer(threading.Thread):
                 },
             )
             if ids:
-                cur.execute(
-                    queries.get("complete"), {"ids": ids, "attempts": attempts, "worker_id": self.worker_id}
-                )
+                cur.execute(queries.get("complete"), self._complete_params(ids, attempts))
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the thread and flush what is left, retrying until `timeout`; True if all was written."""
