@@ -310,7 +310,9 @@ def test_the_queue_command_gives_pgqueue_figures_beside_the_raw_ceiling(pg_serve
         drop_database(pg_server, name)
 
 
-def test_the_queue_command_with_the_recorder_off_times_the_drain_by_the_queue(pg_server, template_db, tmp_path):
+def test_the_queue_command_with_the_recorder_off_times_the_drain_by_the_queue(
+    pg_server, template_db, tmp_path
+):
     name = f"bench_q_{uuid.uuid4().hex[:10]}"
     url = create_database(pg_server, name, template=template_db)
     try:
