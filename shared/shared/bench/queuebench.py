@@ -53,8 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--no-record",
-        dest="record",
-        action="store_false",
+        action="store_true",
         help="run with the recorder off (no job records: no latency run; the drain timed by the queue's own table)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
@@ -84,7 +83,7 @@ def build_spec(args: argparse.Namespace) -> tuple[spec.Spec, dict[str, str]]:
     latency run and one large run; and the part each case key plays."""
     adapter = adapters.get(args.adapter)
     n = sizes(args)
-    if not args.record:
+    if args.no_record:
         if not adapter.counts_completions:
             raise UsageError(
                 f"{adapter.name} cannot run with the recorder off: it has no completion signal of its own"
@@ -98,7 +97,7 @@ def build_spec(args: argparse.Namespace) -> tuple[spec.Spec, dict[str, str]]:
             "options": options,
             "processes": processes,
             "slots": slots,
-            "recording": args.record,
+            "recording": not args.no_record,
         }
         gated = {**base, "workers_start": "after_enqueue"}
         cases.append({**gated, "jobs": int(n["jobs"]), "scheduling": "bulk"})
@@ -221,7 +220,7 @@ def print_figures(out: Path, args: argparse.Namespace, parts: dict[str, str]) ->
     print()
     print(
         "recorder: on (every job's start and finish recorded, as `make bench` runs)"
-        if args.record
+        if not args.no_record
         else "recorder: OFF (--no-record: no job records, no latency run; drain = first claim to last "
         "completion, database clock)"
     )
@@ -264,5 +263,5 @@ def print_figures(out: Path, args: argparse.Namespace, parts: dict[str, str]) ->
             json.dumps({"environment": results["environment"], **fig}, indent=2, default=str)
         )
         print(f"\nfigures written to {args.json}")
-    flags = "" if args.record else " --no-record"
+    flags = " --no-record" if args.no_record else ""
     print(f"\ncommand: python -m shared.bench queue --adapter {args.adapter}{flags} (repeat {args.repeat})")
