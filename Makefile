@@ -28,8 +28,12 @@ $(ROOT)/.tools/bin/uv:
 	python3 -m venv $(ROOT)/.tools
 	$(ROOT)/.tools/bin/pip install --quiet uv
 
+# Bytecode compiled at install, as the images do (Dockerfile: UV_COMPILE_BYTECODE): where Python may not
+# write it (PYTHONDONTWRITEBYTECODE), every process would otherwise compile psycopg and the rest from
+# source at each start (a pgqueue worker's start-up: docs/benchmarks.md, "pgqueue").
 $(VENV)/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml services/*/pyproject.toml
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
+	@$(VENV)/bin/python -m compileall -q -j 0 $(ROOT)/shared $(ROOT)/services >/dev/null
 	@touch $@
 
 .PHONY: setup

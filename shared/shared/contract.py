@@ -15,7 +15,7 @@ from typing import Any
 from shared import spool, workloads
 from shared.job import Ctx, JobTimeout, Meta
 
-__all__ = ["Ctx", "JobTimeout", "Meta", "execute", "retry_delay"]
+__all__ = ["Ctx", "JobTimeout", "Meta", "describe", "error_text", "execute", "retry_delay"]
 
 RETRY_BASE_SECONDS = 1.0
 """The retry policy both queues apply to `fail_then_succeed`: exponential backoff from this base."""
@@ -42,11 +42,30 @@ def execute(task: str, params: dict[str, Any] | None, meta: Meta | dict[str, Any
         result = fn(ctx, **(params or {}))
     except BaseException as exc:
         if recorder is not None:
-            recorder.record("fail", m, ctx, time.time(), f"{type(exc).__name__}: {exc}")
+            recorder.record("fail", m, ctx, time.time(), error_text(exc))
         raise
     if recorder is not None and head is not None:
         recorder.finish(head)
     return result
+
+
+def describe(exc: BaseException) -> str:
+    """The message of `exc`, never raising: a job's exception is the job's code, and its `__str__` may
+    raise. Formatted inside the `except` that records a failure, it would replace the job's exception with
+    its own (the wrong class and message recorded, and the wrong one raised)."""
+    try:
+        return str(exc)
+    except BaseException as inner:  # noqa: BLE001 - whatever the job's __str__ does
+        try:
+            name = type(inner).__name__
+        except BaseException:  # noqa: BLE001
+            name = "an exception"
+        return f"<str() of this {type(exc).__name__} raised {name}>"
+
+
+def error_text(exc: BaseException) -> str:
+    """`Class: message` of a failed attempt, as a failure record stores it; never raises."""
+    return f"{type(exc).__name__}: {describe(exc)}"
 
 
 def retry_delay(

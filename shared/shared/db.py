@@ -91,27 +91,33 @@ def check_ready(url: str | None = None, *, queue_url: str | None = None) -> None
     s = settings_mod.load() if url is None or queue_url is None else None
     url = url or s.database_url  # type: ignore[union-attr]
     queue_url = queue_url or s.queue_database_url  # type: ignore[union-attr]
-    for u, table, lineage in (
-        (url, "public.alembic_version", "app"),
-        (queue_url, "queue.alembic_version", "queue"),
-    ):
+    # one connection per database (by default both lineages share one: a worker's start-up pays one)
+    checks: dict[str, list[tuple[str, str]]] = {}
+    checks.setdefault(url, []).append(("public.alembic_version", "app"))
+    checks.setdefault(queue_url, []).append(("queue.alembic_version", "queue"))
+    for u, tables in checks.items():
         try:
             with connect(u, role="check", connect_timeout=3) as conn:
-                # A lineage is migrated when its version table exists and holds a revision.
-                row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-                migrated = False
-                if row and row[0]:
-                    schema, name = table.split(".")
-                    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, name))
-                    version = conn.execute(query).fetchone()
-                    migrated = bool(version and version[0])
+                missing = [(t, lineage) for t, lineage in tables if not _migrated(conn, t)]
         except psycopg.OperationalError as exc:
             raise DatabaseError(describe_connect_error(u, exc)) from None
-        if not migrated:
+        if missing:
+            table, lineage = missing[0]
             raise DatabaseError(
                 f"the database at {settings_mod.redact(u)} has not been migrated ({lineage} lineage, "
                 f"{table} missing); run `make migrate`"
             )
+
+
+def _migrated(conn: psycopg.Connection, table: str) -> bool:
+    """A lineage is migrated when its version table exists and holds a revision."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    if not (row and row[0]):
+        return False
+    schema, name = table.split(".")
+    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, name))
+    version = conn.execute(query).fetchone()
+    return bool(version and version[0])
 
 
 def env_flag(name: str) -> bool:

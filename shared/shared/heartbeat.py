@@ -30,6 +30,9 @@ from shared import workloads
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
+READY_CHANNEL = "queue_workers"
+"""A worker's first heartbeat also NOTIFYs this channel (payload: its id), so that whoever waits for it to
+be ready (the benchmark harness) is woken at once instead of polling `queue.workers`."""
 
 UPSERT = """
 INSERT INTO queue.workers (id, adapter, host, pid, queues, processes, slots, info, started_at, heartbeat_at,
@@ -43,6 +46,12 @@ ON CONFLICT (id) DO UPDATE
        spool_loaded_at = coalesce(EXCLUDED.spool_loaded_at, queue.workers.spool_loaded_at),
        stopped_at = NULL
 """
+# Built from two constants of this module, no input.
+FIRST_UPSERT = f"""
+WITH beat AS ({UPSERT} RETURNING id)
+SELECT pg_notify('{READY_CHANNEL}', id) FROM beat
+"""  # noqa: S608
+"""The first heartbeat: the upsert, and the NOTIFY of `READY_CHANNEL` in the same statement."""
 
 
 def new_worker_id(adapter: str) -> str:
@@ -104,6 +113,7 @@ class Heartbeat(threading.Thread):
         self._lock = threading.Lock()
         self.spool_loaded_at: dt.datetime | None = None
         self.last_error: str | None = None
+        self._announced = False
 
     def mark_spool_loaded(self, wall_time: float) -> None:
         """Called by the spool loader: everything recorded before `wall_time` is in the database."""
@@ -129,7 +139,8 @@ class Heartbeat(threading.Thread):
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = db.connect(self.database_url, role=f"{i.adapter}-heartbeat", autocommit=True)
-                self._conn.execute(UPSERT, params)
+                self._conn.execute(UPSERT if self._announced else FIRST_UPSERT, params)
+                self._announced = True
             except psycopg.Error as exc:
                 self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 log.warning("heartbeat failed, will retry: %s", self.last_error)

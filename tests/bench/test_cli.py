@@ -317,10 +317,35 @@ def test_the_queue_command_gives_pgqueue_figures_beside_the_raw_ceiling(pg_serve
         drop_database(pg_server, name)
 
 
+def test_the_queue_command_with_the_recorder_off_times_the_drain_by_the_queue(
+    pg_server, template_db, tmp_path
+):
+    name = f"bench_q_{uuid.uuid4().hex[:10]}"
+    url = create_database(pg_server, name, template=template_db)
+    try:
+        args = ["queue", "--adapter", "pgqueue", "--repeat", "1", "--jobs", "300", "--one-by-one-jobs", "0"]
+        args += ["--no-record", "--skip-large", "--no-progress", "--json", str(tmp_path / "q.json")]
+        result = bench(args, service_env(url), timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "recorder: OFF" in result.stdout and "--no-record" in result.stdout, result.stdout
+        figures = json.loads((tmp_path / "q.json").read_text())
+        assert figures["recording"] is False, figures
+        variant = figures["variants"]["pgqueue"]
+        # timed from the queue's own table: first claim to last completion
+        assert variant["drain"]["jobs"] == 300 and variant["drain"]["jobs_per_s"] > 0, variant
+        assert variant["drain"]["seconds"] > 0 and "latency" not in variant, variant
+        with psycopg.connect(url, autocommit=True) as conn:
+            (recorded,) = conn.execute("SELECT count(*) FROM job_events").fetchone()
+        assert recorded == 0
+    finally:
+        drop_database(pg_server, name)
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["queue"], "--adapter"),
+        (["queue", "--adapter", "celery", "--no-record"], "recorder off"),
         (["queue", "--adapter", "sidekiq"], "sidekiq"),
         (["queue", "--adapter", "pgqueue", "--jobs", "0"], "--jobs"),
         (["web", "--rate", "-1"], "--rate"),

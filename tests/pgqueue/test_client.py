@@ -287,6 +287,7 @@ def test_completion_plans_one_key_lookup_per_id_whatever_the_statistics(conn, ho
     args = {
         "ids": ids,
         "attempts": [1] * n,
+        "keys": queries.attempt_keys(ids, [1] * n),
         "worker_id": "w",
         "delays": [1.0] * n,
         "discards": [False] * n,

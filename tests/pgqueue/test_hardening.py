@@ -197,6 +197,32 @@ def test_defect3_an_exception_that_cannot_be_formatted_does_not_kill_the_slot(wo
     assert error["class"] == "Unprintable" and "raised RuntimeError" in error["message"]
 
 
+def test_a_recorded_failure_keeps_the_class_of_an_exception_that_cannot_be_formatted(workers, qconn):
+    # A recorded job (meta with a run id): the failure record was formatted with str(exc) inside the
+    # except, so the __str__'s RuntimeError replaced the job's exception, in the record and in the job.
+    run_id = 1717
+    bad = pgqueue.enqueue(qconn, "fault_unprintable", max_attempts=1, meta={"run_id": run_id, "seq": 0})
+    workers.start(env=FAULTY_TASKS, threads=1)
+    wait_until(lambda: all_finished(qconn, 1), 30, message="the job finished")
+    error = pgqueue.get_job(qconn, bad)["errors"][-1]
+    assert error["class"] == "Unprintable" and "raised RuntimeError" in error["message"]
+    # the supervisor's spool loader brings the record in (every second)
+    wait_until(
+        lambda: (
+            qconn.execute(
+                "SELECT count(*) FROM job_events WHERE run_id = %s AND kind = 'fail'", (run_id,)
+            ).fetchone()[0]
+            == 1
+        ),
+        30,
+        message="the failure is recorded",
+    )
+    (text,) = qconn.execute(
+        "SELECT error FROM job_events WHERE run_id = %s AND kind = 'fail'", (run_id,)
+    ).fetchone()
+    assert text.startswith("Unprintable: <str() of this Unprintable raised RuntimeError>"), text
+
+
 # --- 5: prefetched jobs held behind long ones ----------------------------------------------------------
 
 

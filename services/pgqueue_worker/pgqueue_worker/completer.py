@@ -64,14 +64,6 @@ def _sanitised(value: Any) -> Any:
     return value
 
 
-def _describe(exc: BaseException) -> str:
-    # a job's exception is the job's code: its __str__ may raise, and the slot must go on
-    try:
-        return str(exc)
-    except BaseException as inner:  # noqa: BLE001
-        return f"<str() of this {type(exc).__name__} raised {type(inner).__name__}>"
-
-
 def _format_traceback(exc: BaseException) -> str:
     try:
         return "".join(traceback.format_exception(exc))
@@ -87,7 +79,7 @@ def error_record(exc: BaseException, attempt: int, worker_id: str, tb: bool = Tr
     return {
         "attempt": attempt,
         "class": storable(type(exc).__name__),
-        "message": storable(_describe(exc)[:2000]),
+        "message": storable(contract.describe(exc)[:2000]),
         "traceback": storable(_format_traceback(exc)[-8000:]) if tb else None,
         "worker_id": worker_id,
     }
@@ -207,16 +199,13 @@ class Completer(threading.Thread):
                     self.database_url,
                     role="pgqueue-completer",
                     autocommit=True,
-                    options=queries.HOT_PATH_OPTIONS,
+                    options=queries.COMPLETER_OPTIONS,
                 )
             conn = self._conn
             try:
                 if not sent_failures:
                     # the common case: one statement in autocommit, one round trip (no BEGIN/COMMIT)
-                    conn.execute(
-                        queries.get("complete"),
-                        {"ids": sent_ids, "attempts": sent_attempts, "worker_id": self.worker_id},
-                    )
+                    conn.execute(queries.get("complete"), self._complete_params(sent_ids, sent_attempts))
                 else:
                     self._write_with_failures(conn, sent_ids, sent_attempts, sent_failures)
             except ROW_ERRORS as exc:
@@ -248,6 +237,9 @@ class Completer(threading.Thread):
             self.flushes += 1
         return True
 
+    def _complete_params(self, ids: list[int], attempts: list[int]) -> dict[str, Any]:
+        return {"ids": ids, "keys": queries.attempt_keys(ids, attempts), "worker_id": self.worker_id}
+
     def _write_rows_alone(
         self, conn: psycopg.Connection, ids: list[int], attempts: list[int], failures: list[Failure]
     ) -> None:
@@ -268,8 +260,7 @@ class Completer(threading.Thread):
         refused: list[int] = []
         complete = queries.get("complete")
         for job_id, attempt in zip(ids, attempts, strict=True):
-            params = {"ids": [job_id], "attempts": [attempt], "worker_id": self.worker_id}
-            if not written(conn.execute, complete, params):
+            if not written(conn.execute, complete, self._complete_params([job_id], [attempt])):
                 refused.append(job_id)
         for f in failures:
             bare = {
@@ -305,9 +296,7 @@ class Completer(threading.Thread):
                 },
             )
             if ids:
-                cur.execute(
-                    queries.get("complete"), {"ids": ids, "attempts": attempts, "worker_id": self.worker_id}
-                )
+                cur.execute(queries.get("complete"), self._complete_params(ids, attempts))
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the thread and flush what is left, retrying until `timeout`; True if all was written."""

@@ -21,7 +21,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+import traceback
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -570,6 +571,8 @@ class WorkerProcess:
 
 
 def main() -> int:
+    """A process started as `python -m pgqueue_worker.process` (the supervisor's replacements), its
+    configuration in the environment."""
     cfg = Config.from_json(os.environ["PGQUEUE_CHILD_CONFIG"])
     parent = os.environ.get("PGQUEUE_PARENT_PID")
     die_with_parent(int(parent) if parent else None)
@@ -580,9 +583,34 @@ def main() -> int:
     except settings.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    proc = WorkerProcess(
-        cfg, worker_id, s.queue_database_url, supervisor_id=os.environ.get("PGQUEUE_SUPERVISOR_ID")
-    )
+    run(cfg, worker_id, s.queue_database_url, supervisor_id=os.environ.get("PGQUEUE_SUPERVISOR_ID"))
+
+
+def run_forked(
+    cfg: Config, worker_id: str, database_url: str, *, parent_pid: int, supervisor_id: str
+) -> NoReturn:
+    """A process forked from the supervisor's main thread: it has every module imported already and goes
+    straight to work (no interpreter start, no imports). Never returns."""
+    code = 1
+    try:
+        # what a fresh interpreter would have: default signal actions until run() sets its own, and no
+        # terminal input
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        die_with_parent(parent_pid)
+        run(cfg, worker_id, database_url, supervisor_id=supervisor_id)
+    except BaseException:  # noqa: BLE001 - a forked child must never return into the supervisor's code
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def run(cfg: Config, worker_id: str, database_url: str, *, supervisor_id: str | None) -> NoReturn:
+    """Run this process until it is stopped, then exit with its code."""
+    proc = WorkerProcess(cfg, worker_id, database_url, supervisor_id=supervisor_id)
 
     # SIGTERM (from the supervisor): stop claiming and drain; the fetch loop returns
     def stop(*_: object) -> None:

@@ -1,7 +1,11 @@
 """The supervisor: starts P worker processes, replaces those that die, runs maintenance and the spool loader.
 
 The supervisor's main thread starts every child (a child's `PR_SET_PDEATHSIG` fires when the *thread*
-that forked it ends, so only the main thread, which lives until the end, may fork). Each child records
+that forked it ends, so only the main thread, which lives until the end, may fork). The first P children
+are forked before any other thread exists (a fork copies only the forking thread, and a lock another
+thread held would stay held in the child): they start with every module imported, so a worker is ready
+about as soon as its supervisor (docs/pgqueue.md, "The worker"). A replacement, started while the
+supervisor's threads run, is a fresh interpreter (`python -m pgqueue_worker.process`). Each child records
 to its own spool file (`spool.path_for(<child id>)`), and the supervisor loads all of them with one
 `SpoolLoader` over `<supervisor id>-*`, so the records of a child that was killed still arrive.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from pgqueue_worker import process
 from pgqueue_worker.config import Config
 from pgqueue_worker.maintenance import Maintenance
 from pgqueue_worker.process import EXIT_STUCK
@@ -34,12 +40,64 @@ log = logging.getLogger("pgqueue_worker")
 RESTART_BACKOFF_MAX = 10.0
 
 
+class ForkedChild:
+    """A child forked from the supervisor, with the part of `subprocess.Popen` the supervisor uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone, its code unknown
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.poll() is not None:
+            return self.returncode  # type: ignore[return-value]
+        if timeout is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        try:
+            fd = os.pidfd_open(self.pid)  # readable once the process exits (Linux 5.3)
+        except (AttributeError, OSError):
+            fd = None
+        try:
+            while self.poll() is None and time.monotonic() < deadline:
+                left = max(0.0, deadline - time.monotonic())
+                if fd is not None:
+                    select.select([fd], [], [], left)
+                else:
+                    time.sleep(min(left, 0.02))
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(["pgqueue_worker.process"], timeout)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 @dataclass
 class Child:
     index: int
     generation: int
     worker_id: str
-    popen: subprocess.Popen
+    popen: subprocess.Popen | ForkedChild
     started: float
 
 
@@ -114,9 +172,15 @@ class Supervisor:
                 self._reap_conn.close()
             self._reap_conn = None
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int, *, fork: bool = False) -> None:
         self.generations[index] += 1
         worker_id = f"{self.worker_id}-{index}.{self.generations[index]}"
+        if fork and threading.active_count() == 1:
+            self.children[index] = Child(
+                index, self.generations[index], worker_id, self._fork(worker_id), time.monotonic()
+            )
+            log.info("started process %s (pid %d, forked)", worker_id, self.children[index].popen.pid)
+            return
         env = dict(os.environ)
         env.update(
             PGQUEUE_CHILD_CONFIG=self.cfg.to_json(),
@@ -131,6 +195,18 @@ class Supervisor:
         )
         self.children[index] = Child(index, self.generations[index], worker_id, popen, time.monotonic())
         log.info("started process %s (pid %d)", worker_id, popen.pid)
+
+    def _fork(self, worker_id: str) -> ForkedChild:
+        """A child forked from this (the only) thread, running `process.run_forked`."""
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or the child would write the supervisor's buffered output again
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            process.run_forked(
+                self.cfg, worker_id, self.database_url, parent_pid=parent, supervisor_id=self.worker_id
+            )
+        return ForkedChild(pid)
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -162,6 +238,10 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        # the children first, forked before this process starts any thread; they are ready about as
+        # soon as the supervisor's own first heartbeat
+        for index in range(self.cfg.processes):
+            self._spawn(index, fork=True)
         self.heartbeat.beat()
         self.heartbeat.start()
         log.info(
@@ -175,8 +255,6 @@ class Supervisor:
         self.loader.start()
         if self.maintenance is not None:
             self.maintenance.start()
-        for index in range(self.cfg.processes):
-            self._spawn(index)
         while not self.stop.is_set():
             self._reap()
             self.stop.wait(0.1)

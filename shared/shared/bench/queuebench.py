@@ -11,6 +11,12 @@ For each of the adapter's variants (Celery: brokers x configurations x pools), i
 - **latency**: open-loop arrivals at `--rate` for `--latency-seconds`, queue wait p50 to p99.9;
 - **large**: `--large` jobs enqueued in bulk and drained, once: the total time.
 
+`--no-record` runs every case with the recorder off (the worker writes no job records), for an adapter
+that tells the end of a run and the drain's span from its own tables (`Adapter.counts_completions`,
+`Adapter.drain_span`): figures to set beside peers that record less. The drain is then timed from the
+queue's first claim to its last completion (database clock), and there is no latency run (queue wait is
+read from the records). The output and the JSON say which.
+
 Each variant's broker database is its own (the SQL broker's tables start fresh). Runs on `DATABASE_URL`
 when set, else on an embedded PostgreSQL it starts and removes. Prints figures; asserts nothing.
 """
@@ -45,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="modules that register your own workloads, comma-separated (also BENCH_WORKLOADS; docs/benchmark.md)",
     )
+    p.add_argument(
+        "--no-record",
+        action="store_true",
+        help="run with the recorder off (no job records: no latency run; the drain timed by the queue's own table)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # Every adapter's own options; each reads only its own.
@@ -72,10 +83,22 @@ def build_spec(args: argparse.Namespace) -> tuple[spec.Spec, dict[str, str]]:
     latency run and one large run; and the part each case key plays."""
     adapter = adapters.get(args.adapter)
     n = sizes(args)
+    if args.no_record:
+        if not adapter.counts_completions:
+            raise UsageError(
+                f"{adapter.name} cannot run with the recorder off: it has no completion signal of its own"
+            )
+        n["latency_seconds"] = 0  # queue wait is read from the records
     cases: list[dict[str, Any]] = []
     parts: list[str] = []
     for options, processes, slots in adapter.queue_variants(args):
-        base = {"adapter": adapter.name, "options": options, "processes": processes, "slots": slots}
+        base = {
+            "adapter": adapter.name,
+            "options": options,
+            "processes": processes,
+            "slots": slots,
+            "recording": not args.no_record,
+        }
         gated = {**base, "workers_start": "after_enqueue"}
         cases.append({**gated, "jobs": int(n["jobs"]), "scheduling": "bulk"})
         parts.append("drain")
@@ -122,7 +145,11 @@ def figures(results: dict[str, Any], parts: dict[str, str]) -> dict[str, Any]:
         k: stats.median([r[k] for r in rounds if r.get(k) is not None])
         for k in ("drain", "copy", "insert", "notify_p50_ms", "notify_p99_ms")
     }
-    out: dict[str, Any] = {"raw": raw, "variants": {}}
+    out: dict[str, Any] = {
+        "raw": raw,
+        "recording": all(c["recording"] for c in results["cases"]),
+        "variants": {},
+    }
     for case in results["cases"]:
         est = case["estimates"]
         v = out["variants"].setdefault(case["who"], {"slot_mapping": case["slot_mapping"]})
@@ -192,6 +219,12 @@ def print_figures(out: Path, args: argparse.Namespace, parts: dict[str, str]) ->
     raw = fig["raw"]
     print()
     print(
+        "recorder: on (every job's start and finish recorded, as `make bench` runs)"
+        if not args.no_record
+        else "recorder: OFF (--no-record: no job records, no latency run; drain = first claim to last "
+        "completion, database clock)"
+    )
+    print(
         f"raw ceiling (median of {args.repeat} rounds): drain {_f(raw['drain'])}/s (claim 100 + complete), "
         f"COPY {_f(raw['copy'])}/s, single INSERT {_f(raw['insert'])}/s, NOTIFY round trip "
         f"p50 {_f(raw['notify_p50_ms'], '.2f')} ms, p99 {_f(raw['notify_p99_ms'], '.2f')} ms"
@@ -230,4 +263,5 @@ def print_figures(out: Path, args: argparse.Namespace, parts: dict[str, str]) ->
             json.dumps({"environment": results["environment"], **fig}, indent=2, default=str)
         )
         print(f"\nfigures written to {args.json}")
-    print(f"\ncommand: python -m shared.bench queue --adapter {args.adapter} (repeat {args.repeat})")
+    flags = " --no-record" if args.no_record else ""
+    print(f"\ncommand: python -m shared.bench queue --adapter {args.adapter}{flags} (repeat {args.repeat})")

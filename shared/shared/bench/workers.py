@@ -30,6 +30,8 @@ from shared.bench.adapters import AdapterUnavailable
 HOST = settings.host_name()
 """The host the workers this harness starts name in their heartbeats (they inherit its `BENCH_HOST`)."""
 HOLD_TIMEOUT_SECONDS = 5.0
+READY_POLL_SECONDS = 0.1
+"""The longest a worker's start-up waits between two looks at its heartbeats (a NOTIFY ends the wait sooner)."""
 
 
 def _stopped(pid: int) -> bool:
@@ -109,6 +111,9 @@ class WorkerProcess:
         `timeout` passes (the worker is stopped then); KeyboardInterrupt when `should_stop()`."""
         deadline = time.monotonic() + timeout
         with db.connect(database_url, role="harness", autocommit=True) as conn:
+            # woken by each worker's first heartbeat (shared.heartbeat.READY_CHANNEL), so that the start-up
+            # measured is the worker's, not this loop's period; the timeout is the backstop
+            conn.execute(store.q("listen_workers"))
             while not self.is_ready(conn, processes):
                 if should_stop():
                     self.stop(5)
@@ -120,7 +125,8 @@ class WorkerProcess:
                         f"the worker `{Path(self.argv[0]).name}` did not start within {timeout:.0f} s "
                         f"(exit code {self.popen.returncode}); its log ({self.log_path}) ends with:\n{tail}"
                     )
-                time.sleep(0.1)
+                for _ in conn.notifies(timeout=READY_POLL_SECONDS, stop_after=1):
+                    pass
             row = self.heartbeat(conn) or {}
         self.ready_at = time.time()
         self.info = dict(row.get("info") or {})

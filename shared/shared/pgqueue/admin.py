@@ -184,6 +184,19 @@ def delete_finished(conn: Any, queue: str) -> int:
         return cur.rowcount
 
 
+def finished_span(conn: Any, queue: str) -> tuple[float, float, int] | None:
+    """The first claim and the last completion (seconds since the epoch, database clock) of the completed
+    jobs of `queue`, and how many there are; None when none completed. The span of a drain that kept no
+    job records, for a caller that owns the queue (the benchmark deletes the finished jobs between runs)."""
+    raw = raw_connection(conn)
+    with raw.cursor(row_factory=tuple_row) as cur:
+        cur.execute(queries.get("finished_span"), {"queue": check_queue(queue)})
+        row = cur.fetchone()
+    if not row or row[0] is None or row[1] is None:
+        return None
+    return float(row[0]), float(row[1]), int(row[2])
+
+
 def pause_queue(conn: Any, name: str) -> None:
     """Pause queue `name`: workers claim nothing from it until it is resumed (running jobs finish; jobs a
     worker claimed and has not started go back to `available`, told by NOTIFY `!recheck`)."""

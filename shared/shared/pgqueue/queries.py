@@ -19,6 +19,20 @@ are an empty table's; with these settings that plan is the ordered claim-index s
 lookups it is at any size, never a sequential scan and sort (docs/pgqueue.md, "Statistics")."""
 
 
+COMPLETER_OPTIONS = f"{HOT_PATH_OPTIONS} -c plan_cache_mode=force_custom_plan"
+"""The completer's connection: the hot-path settings, and every statement planned with its values, so that
+the ownership check of `complete` is a hash lookup in the batch's keys (PostgreSQL hashes `= ANY` only
+over a constant array), not a scan of the batch per row."""
+
+ATTEMPT_KEY = 65536
+"""`complete` checks each job's attempt as one key, `id * ATTEMPT_KEY + attempt` (attempt is a smallint)."""
+
+
+def attempt_keys(ids: list[int], attempts: list[int]) -> list[int]:
+    """The keys `complete` checks ownership by, one per (id, attempt) of the batch."""
+    return [i * ATTEMPT_KEY + a for i, a in zip(ids, attempts, strict=True)]
+
+
 def get(name: str) -> str:
     """The query named `name` (KeyError names the known ones)."""
     return _FILE[name]

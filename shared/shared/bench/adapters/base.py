@@ -245,6 +245,12 @@ class Adapter(abc.ABC):
         """How many jobs of `queue` completed, by the queue's own tables (only where `counts_completions`)."""
         raise NotImplementedError(f"{self.name} keeps no count of its own")
 
+    def drain_span(self, conn: psycopg.Connection, queue: str) -> tuple[float, float, int] | None:
+        """The first start and the last finish (seconds since the epoch) of the jobs of `queue` that
+        completed, and how many, by the queue's own tables: the drain of a run that keeps no job records
+        (only where `counts_completions`; None: it cannot tell)."""
+        return None
+
     def settle(self, conn: psycopg.Connection, queue: str) -> tuple[str, ...]:
         """Between runs: delete what the run left in the queue's tables that the next run would pay for;
         return the tables it wrote (the harness vacuums them after a large run)."""

@@ -167,6 +167,11 @@ class Pgqueue(SupervisedAdapter):
     def completed(self, conn: psycopg.Connection, queue: str) -> int:
         return int(pgqueue.count_matching(conn, queue=queue, state="completed"))
 
+    def drain_span(self, conn: psycopg.Connection, queue: str) -> tuple[float, float, int] | None:
+        # the first claim and the last completion (database clock): a little wider than the records'
+        # first start and last finish, which a recording run measures
+        return pgqueue.finished_span(conn, queue)
+
     def settle(self, conn: psycopg.Connection, queue: str) -> tuple[str, ...]:
         # The harness owns the queue; pgqueue's cleaner would delete these once their retention passed.
         pgqueue.delete_finished(conn, queue)

@@ -244,6 +244,11 @@ SELECT id, adapter, queues, processes, slots, info, heartbeat_at, spool_loaded_a
  ORDER BY started_at DESC
  LIMIT 1;
 
+-- listen_workers --
+-- A worker's first heartbeat NOTIFYs this channel (shared.heartbeat.READY_CHANNEL): the harness waiting
+-- for workers to be ready wakes on it instead of polling alone.
+LISTEN queue_workers;
+
 -- worker_ready --
 -- Whether the worker started at %(since)s (seconds) has heartbeated, and how many of its own processes
 -- did (a supervisor's processes heartbeat as `<its id>-<n>` with role `process`).

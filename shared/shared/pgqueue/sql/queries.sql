@@ -110,14 +110,19 @@ RETURNING j.id, j.task, j.params, j.meta, j.attempt, j.max_attempts, j.timeout, 
 -- join to unnest(ids, attempts) was planned as a whole-table scan nested with the batch (0.2-0.8 s
 -- per batch instead of 5 ms) whenever the statistics were those of a smaller or empty table, as
 -- after a queue sat empty and then got a burst (docs/pgqueue.md, "Statistics"). The attempt of each
--- id is found by its position in the batch. The check is written `(...) IS TRUE` (same meaning in a
+-- (id, attempt) pair is checked against %(keys)s, one `id * 65536 + attempt` per job
+-- (queries.attempt_keys): with the batch's values in the plan (the completer's connection plans each
+-- statement with its values: queries.COMPLETER_OPTIONS), PostgreSQL looks a key up in a hash of the
+-- array, so a batch costs time linear in its size. Finding each id's attempt by its position in the
+-- batch (array_position per row) made a flush quadratic: 60 to 100 ms for 600 jobs, against 1 to 2 ms
+-- (docs/benchmarks.md, "pgqueue"). The check is written `(...) IS TRUE` (same meaning in a
 -- WHERE) so that it is a filter, not an index condition: as plain conditions the planner picks
 -- ix_pgqueue_jobs_running by worker_id, whose dead entries grow with every job the worker claims.
 UPDATE queue.pgqueue_jobs j
    SET state = 'completed', finished_at = now()
  WHERE j.id = ANY(%(ids)s::bigint[])
    AND (j.state = 'running' AND j.worker_id = %(worker_id)s::text
-        AND j.attempt = (%(attempts)s::smallint[])[array_position(%(ids)s::bigint[], j.id)]) IS TRUE;
+        AND j.id * 65536 + j.attempt = ANY(%(keys)s::bigint[])) IS TRUE;
 
 -- fail --
 -- A batch of failed attempts, found and checked as in complete: each error is appended; the job is
@@ -408,6 +413,14 @@ SELECT (SELECT 1 FROM queue.pgqueue_jobs WHERE state = 'available' AND queue = %
 -- retention: what the cleaner would do later, for a caller that owns the queue (the benchmark, between runs).
 DELETE FROM queue.pgqueue_jobs
  WHERE queue = %(queue)s AND state IN ('completed', 'discarded', 'cancelled');
+
+-- finished_span --
+-- The first claim and the last completion of the completed jobs of queue %(queue)s, in seconds since the
+-- epoch (database clock), and how many: the span of a drain measured without job records (the benchmark's
+-- recorder-off runs, which delete the finished jobs before the next run).
+SELECT extract(epoch FROM min(attempted_at))::float8, extract(epoch FROM max(finished_at))::float8, count(*)
+  FROM queue.pgqueue_jobs
+ WHERE queue = %(queue)s AND state = 'completed';
 
 -- get_job --
 SELECT id, state::text, queue, task, priority, attempt, max_attempts, run_at, created_at, attempted_at,
