@@ -265,6 +265,44 @@ SELECT count(*) FROM queue.workers
    AND (spool_loaded_at IS NULL OR spool_loaded_at < to_timestamp(%(last)s));
 
 -- ---------------------------------------------------------------------------------------------------
+-- The end of a run, from a queue's own tables (Adapter.busy, Adapter.completed; completion.py polls
+-- `busy` every 20 ms and counts once a second): pgqueue's are in shared/pgqueue/sql/queries.sql
+-- ---------------------------------------------------------------------------------------------------
+
+-- procrastinate_busy --
+-- Whether the queue holds a job not yet finished: stops at the first one (a job waiting or running).
+SELECT EXISTS (
+    SELECT 1 FROM procrastinate.procrastinate_jobs
+     WHERE status IN ('todo', 'doing') AND queue_name = %(queue)s
+);
+
+-- procrastinate_completed --
+SELECT count(*) FROM procrastinate.procrastinate_jobs WHERE queue_name = %(queue)s AND status = 'succeeded';
+
+-- pgqueuer_busy --
+-- Whether a job of the queue's entrypoints (`<queue>:<workload>`) waits or runs in pgqueuer's queue table:
+-- a finished job leaves it (one that failed for good stays, as `failed`). Waiting and picked jobs asked
+-- apart, so that each takes its partial index (entrypoint first for the queued, the few picked rows).
+SELECT EXISTS (
+           SELECT 1 FROM pgqueuer.pgqueuer WHERE status = 'queued' AND entrypoint = ANY(%(entrypoints)s))
+    OR EXISTS (
+           SELECT 1 FROM pgqueuer.pgqueuer WHERE status = 'picked' AND entrypoint = ANY(%(entrypoints)s));
+
+-- pgqueuer_completed --
+-- pgqueuer logs every finished job in its log table (aggregation marks the rows, it does not delete them).
+SELECT count(*) FROM pgqueuer.pgqueuer_log
+ WHERE status = 'successful' AND entrypoint = ANY(%(entrypoints)s);
+
+-- worker_completions --
+-- The jobs completed by the workers on a queue, by their own counts (shared/completions.py): a killed
+-- or stopped worker's row keeps its last count, so the sum never goes back.
+SELECT coalesce(sum(completed), 0) FROM queue.worker_completions WHERE %(queue)s = ANY(queues);
+
+-- worker_completions_forget --
+-- Once the workers of a queue the harness created have stopped, their counts go with the queue.
+DELETE FROM queue.worker_completions WHERE %(queue)s = ANY(queues);
+
+-- ---------------------------------------------------------------------------------------------------
 -- Database load
 -- ---------------------------------------------------------------------------------------------------
 
