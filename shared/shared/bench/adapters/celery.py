@@ -45,9 +45,10 @@ FAULT_VISIBILITY_TIMEOUT = 10.0
 FAULT_RESTORE_INTERVAL = 2.0
 POOLS = ("prefork", "threads", "solo")
 WORKER_SCRIPT = "bench-celery-worker"
-RECORDING_PAIR_JOBS = {"postgres": 1_500, "redis": 15_000, "rabbitmq": 15_000}
-"""Jobs of each run of the recording pair per broker: about 5 s of noop drain at the rates measured here
-(some 300 tasks/s on the SQL broker, some 3,000 on Redis and RabbitMQ; docs/benchmarks.md)."""
+RECORDING_PAIR_JOBS = {"postgres": 500, "redis": 3_000, "rabbitmq": 3_000}
+"""Jobs of each run of the recording pair per broker: some seconds of enqueue and drain on a quiet host at
+the rates measured here (a few hundred tasks/s on the SQL broker, both ways; some thousands on Redis and
+RabbitMQ). 1,500 on the SQL broker took 35 to 43 s at load 8 (docs/benchmark.md, "Recording overhead")."""
 
 
 @dataclass

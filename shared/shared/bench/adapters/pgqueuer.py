@@ -137,8 +137,9 @@ class Pgqueuer(SupervisedAdapter):
         return PgqueuerEnqueuer(case, queue, env)
 
     def recording_pair_jobs(self, options: Mapping[str, str]) -> int:
-        # Some 20,000 jobs per second at batch 500 here (docs/benchmarks.md): 50,000 drain in 2 to 3 s.
-        return 50_000
+        # Some 10,000 jobs per second with the enqueue at batch 500 here: 20,000 take about 3 s on a quiet
+        # host (50,000 took 32 to 34 s at load 8, docs/benchmark.md, "Recording overhead").
+        return 20_000
 
     def _entrypoints(self, queue: str) -> list[str]:
         """The entrypoints of `queue`: one per registered workload, as the workers register them."""

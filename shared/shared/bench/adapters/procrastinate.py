@@ -115,8 +115,9 @@ class Procrastinate(SupervisedAdapter):
         return ProcrastinateEnqueuer(case, queue, env)
 
     def recording_pair_jobs(self, options: Mapping[str, str]) -> int:
-        # Some hundreds of jobs per second here (docs/benchmarks.md): 3,000 drain in about 5 s.
-        return 3_000
+        # Some hundreds of jobs per second here: 1,000 take about 3 s with their enqueue on a quiet host
+        # (3,000 took 19 to 23 s at load 8, docs/benchmark.md, "Recording overhead").
+        return 1_000
 
     def busy(self, conn: psycopg.Connection, queue: str) -> bool:
         return bool(store.scalar(conn, "procrastinate_busy", {"queue": queue}))
