@@ -25,6 +25,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from shared import workloads
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
@@ -82,6 +84,9 @@ class WorkerIdentity:
     host: str = field(default_factory=_host)
     pid: int = field(default_factory=os.getpid)
     machine: dict[str, Any] = field(default_factory=machine)
+    workload_modules: list[str] = field(default_factory=lambda: workloads.module_names())
+    """The user's workload modules this worker imports (`BENCH_WORKLOADS`): attached mode runs a workload of
+    the user's only on workers that announce its module."""
 
 
 class Heartbeat(threading.Thread):
@@ -117,7 +122,7 @@ class Heartbeat(threading.Thread):
             "queues": i.queues,
             "processes": i.processes,
             "slots": i.slots,
-            "info": Jsonb({**i.info, "machine": i.machine}),
+            "info": Jsonb({**i.info, "machine": i.machine, "workload_modules": i.workload_modules}),
             "spool_loaded_at": self.spool_loaded_at,
         }
         with self._lock:

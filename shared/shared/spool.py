@@ -33,12 +33,16 @@ from typing import Any
 
 import psycopg
 
-from shared import settings
+from shared import settings, sqlfile
 from shared.job import Ctx, Meta
 
 log = logging.getLogger(__name__)
 
+QUERIES = sqlfile.Queries(Path(__file__).with_name("sql") / "spool.sql")
+"""The loader's named queries (`sql/spool.sql`)."""
+
 COLUMNS = (
+    # The fields of a spool line, in order; `spool_copy` in sql/spool.sql names them in the same order.
     "kind",
     "run_id",
     "seq",
@@ -291,14 +295,9 @@ def load_file(conn: psycopg.Connection, path: Path, worker_id: str, max_bytes: i
     total = 0
     while True:
         with conn.transaction():
-            conn.execute(
-                "INSERT INTO spool_progress (path, worker_id, loaded_bytes) VALUES (%s, %s, 0) "
-                "ON CONFLICT (path) DO NOTHING",
-                (str(path), worker_id),
-            )
-            row = conn.execute(
-                "SELECT loaded_bytes FROM spool_progress WHERE path = %s FOR UPDATE", (str(path),)
-            ).fetchone()
+            at = {"path": str(path), "worker_id": worker_id}
+            conn.execute(QUERIES["spool_progress_start"], at)
+            row = conn.execute(QUERIES["spool_progress_lock"], at).fetchone()
             offset = int(row[0]) if row else 0
             try:
                 with open(path, "rb") as f:
@@ -308,14 +307,11 @@ def load_file(conn: psycopg.Connection, path: Path, worker_id: str, max_bytes: i
                 return total
             data = complete_lines(chunk)
             if not data:
-                conn.execute("UPDATE spool_progress SET loaded_at = now() WHERE path = %s", (str(path),))
+                conn.execute(QUERIES["spool_progress_seen"], at)
                 return total
-            with conn.cursor().copy(f"COPY job_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:  # noqa: S608
+            with conn.cursor().copy(QUERIES["spool_copy"]) as copy:
                 copy.write(data)
-            conn.execute(
-                "UPDATE spool_progress SET loaded_bytes = %s, loaded_at = now() WHERE path = %s",
-                (offset + len(data), str(path)),
-            )
+            conn.execute(QUERIES["spool_progress_advance"], {**at, "loaded_bytes": offset + len(data)})
             total += data.count(b"\n")
         if len(chunk) < max_bytes:
             return total

@@ -3,8 +3,8 @@
 A file holds one query per `-- name --` header; the text between two headers is the query, which can be
 pasted into psql as it is. Whole-line `--` comments are documentation for the reader and are dropped
 here, so that a placeholder or a percent sign in prose never reaches psycopg's parameter parser.
-pgqueue's queries (`shared/pgqueue/sql/queries.sql`) and the benchmark harness's
-(`shared/bench/sql/queries.sql`) are both read with `load`.
+pgqueue's queries (`shared/pgqueue/sql/queries.sql`), the benchmark harness's
+(`shared/bench/sql/queries.sql`) and the recorder's (`shared/sql/spool.sql`) are all read with `Queries`.
 """
 
 from __future__ import annotations

@@ -98,6 +98,11 @@ def load_user_modules(names: Iterable[str] | None = None) -> dict[str, tuple[str
     return {m: _LOADED[m] for m in (module_names() if names is None else names)}
 
 
+def module_of(name: str) -> str | None:
+    """The user module that registered workload `name`, or None for a built-in one (or one not loaded)."""
+    return next((m for m, names in _LOADED.items() if name in names), None)
+
+
 def user_workloads() -> list[str]:
     """The workloads the user's modules registered so far, in the order they were loaded."""
     return [w for names in _LOADED.values() for w in names]

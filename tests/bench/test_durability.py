@@ -74,3 +74,29 @@ def test_pgqueues_relaxed_variant_reads_and_states_its_own_commit(database_url):
     with psycopg.connect(settings.psycopg_url(env[settings.ENV_QUEUE_DATABASE_URL])) as conn:
         assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
     assert adapters.get("pgqueue").worker_environment({}, database_url) == {}
+
+
+def test_every_adapter_states_a_promise_read_from_its_server(database_url):
+    # A contender without a read-out would leave its row of the report's durability table empty.
+    s = settings.load()
+    with psycopg.connect(database_url) as conn:
+        commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
+    for name in adapters.NAMES:
+        adapter = adapters.get(name)
+        if adapter.unavailable({}, s):
+            continue
+        d = adapter.durability({}, s)
+        assert d.get("promise"), name
+        if d.get("server") == "postgresql":
+            assert d["synchronous_commit"] == commit, name
+
+
+def test_every_supervised_adapter_says_what_brings_a_killed_workers_jobs_back():
+    from shared.bench.adapters.base import SupervisedAdapter
+    from shared.bench.spec import Case
+
+    for name in adapters.NAMES:
+        adapter = adapters.get(name)
+        if isinstance(adapter, SupervisedAdapter):
+            case = Case(adapter=name, jobs=10, processes=2, slots=1)
+            assert adapter.redelivery(case), name

@@ -57,3 +57,23 @@ def test_the_sweep_verdict_is_the_highest_sustained_rate_under_the_bound():
     # 300/s was sustained but its p99 is over 50 ms; 1,000/s saturated: 100/s is the verdict
     assert line["highest_rate_under_bound"] == 100
     assert "sustains **100 jobs/s** with p99 under 50 ms" in figures.headline({}, [line])["sweep"][0]
+
+
+def test_a_one_by_one_sized_drain_compares_its_enqueue_rate_not_its_drain():
+    # Held until the whole batch is in, a one-by-one case drains what the bulk case drains; its size is bound
+    # by the enqueue's time budget, so only its enqueue rate (and the audit) is a verdict.
+    def sized(who: str, mode: str, rate: float) -> dict:
+        return {
+            "who": who,
+            "case_key": f"{who}/drain/noop/{mode}/t2s/p2s5",
+            "scheduling_mode": mode,
+            "estimates": {
+                "throughput": _est(rate, rate * 0.9, rate * 1.1),
+                "enqueue_rate": _est(rate, rate * 0.9, rate * 1.1),
+            },
+        }
+
+    one = figures.compare_cases([sized("a", "one_by_one", 1000), sized("b", "one_by_one", 100)])
+    bulk = figures.compare_cases([sized("a", "bulk", 1000), sized("b", "bulk", 100)])
+    assert [r["figure"] for r in one["rows"]] == ["enqueue_rate"]
+    assert [r["figure"] for r in bulk["rows"]] == ["throughput", "enqueue_rate"]

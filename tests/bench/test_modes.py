@@ -218,3 +218,55 @@ def test_attached_across_two_hosts_records_the_fleet_that_ran(attached_db, outpu
             p.terminate()
         for p in procs:
             p.stop(30)
+
+
+def test_attached_mode_runs_your_workload_only_on_workers_that_import_it(attached_db, output_dir, tmp_path):
+    """`--attached --workloads MODULE`: the live workers that announce the module (started with the same
+    BENCH_WORKLOADS) run its workload; a worker started without it gets one clear line, not failed jobs."""
+    url = attached_db
+    module = f"attached_jobs_{uuid.uuid4().hex[:6]}"
+    (tmp_path / f"{module}.py").write_text(
+        "from shared.workloads import workload\n\n\n"
+        "@workload('attached_echo')\n"
+        "def attached_echo(ctx):\n"
+        "    return None\n"
+    )
+    args = ["--attached", "--adapters", "pgqueue", "--workloads", module, "--parts", "workloads"]
+    args += ["--workload-jobs", "50", "--repetitions", "1", "--no-calibration"]
+    workers = Workers(url, output_dir, tmp_path / "spool")
+    workers.start(processes=1, threads=2)  # without the module
+    try:
+        result = bench(
+            [*args, "--output", str(tmp_path / "without")], service_env(url), timeout=120, cwd=tmp_path
+        )
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        runs = json.loads((tmp_path / "without" / "results.json").read_text())["runs"]
+        assert [r["status"] for r in runs] == ["failed"], runs
+        assert f"do not import {module}" in runs[0]["error"], runs[0]["error"]
+        assert f"BENCH_WORKLOADS={module}" in (tmp_path / "without" / "summary.md").read_text()
+    finally:
+        workers.stop_all()
+
+    workers = Workers(url, output_dir, tmp_path / "spool2")
+    workers.start(processes=1, threads=2, env={"BENCH_WORKLOADS": module, "PYTHONPATH": str(tmp_path)})
+    try:
+        out = tmp_path / "with"
+        result = bench([*args, "--output", str(out)], service_env(url), timeout=180, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-4000:]
+        runs = json.loads((out / "results.json").read_text())["runs"]
+        assert [(r["workload"], r["status"]) for r in runs] == [("attached_echo", "completed")], runs
+        assert runs[0]["audit"]["lost"] == 0 and runs[0]["audit"]["executed"] == 50, runs[0]["audit"]
+    finally:
+        workers.stop_all()
+
+
+def test_a_worker_without_the_module_is_named():
+    from shared.bench import fleet
+
+    rows = [
+        {"host": "a", "pid": 1, "queues": ["q"], "info": {"workload_modules": ["mine"]}},
+        {"host": "b", "pid": 2, "queues": ["q"], "info": {}},
+        {"host": "c", "pid": 3, "queues": ["other"], "info": {}},
+    ]
+    assert fleet.without_module(rows, "q", "mine") == ["b/2"]
+    assert fleet.without_module(rows[:1], "q", "mine") == []

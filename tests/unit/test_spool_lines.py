@@ -107,3 +107,10 @@ def test_parse_line_rejects_what_is_not_a_record():
     assert spool.parse_line("start\t1\t2") is None
     f = spool.parse_line("finish\t1\t2\t1\tw\tpgqueue\t5\t\\N\t\\N\t\\N\n")
     assert f["kind"] == "finish" and f["ts_us"] == "5" and f["enqueued_us"] is None
+
+
+def test_the_loader_copies_the_fields_of_a_line_in_their_order():
+    """A line's fields are COPY's columns: `spool_copy` (sql/spool.sql) names them as `COLUMNS` orders them."""
+    copy = spool.QUERIES["spool_copy"]
+    named = copy[copy.index("(") + 1 : copy.index(")")]
+    assert tuple(c.strip() for c in named.split(",")) == spool.COLUMNS

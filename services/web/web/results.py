@@ -1,7 +1,10 @@
-"""Reading experiments and runs (small app tables) for the pages and the API.
+"""Reading experiments and runs (the harness's tables) for the pages and the API.
 
-Listings are keyset-paginated by id, newest first. Figures and series come from the benchmark library's
-report module when it is installed; otherwise the run rows' own `metrics` are what there is.
+Every read goes through the harness's named queries (`shared.bench.store`, `shared/bench/sql/queries.sql`),
+the queries the harness writes and the report reads these tables with, run on the psycopg connection under
+the page's admin transaction (its statement timeout applies). Listings are keyset-paginated by id, newest
+first. Figures and series come from the benchmark library's report module when it is installed; otherwise
+the run rows' own `metrics` are what there is.
 """
 
 from __future__ import annotations
@@ -10,25 +13,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from shared import models
-from web import serializers
-
-E = models.Experiment.__table__
-R = models.BenchmarkRun.__table__
+from shared.bench import store
+from web import database, serializers
 
 
 def list_experiments(
     conn: sa.Connection, *, after: int | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    run_count = sa.select(sa.func.count()).select_from(R).where(R.c.experiment_id == E.c.id).scalar_subquery()
-    q = sa.select(E, run_count.label("run_count")).order_by(E.c.id.desc()).limit(limit)
-    if after is not None:
-        q = q.where(E.c.id < after)
-    return [serializers.experiment(r) for r in conn.execute(q)]
+    rows = store.experiments(database.raw(conn), after=after, limit=limit)
+    return [serializers.experiment(r) for r in rows]
 
 
 def get_experiment(conn: sa.Connection, experiment_id: int) -> dict[str, Any] | None:
-    row = conn.execute(sa.select(E).where(E.c.id == experiment_id)).first()
+    row = store.experiment(database.raw(conn), experiment_id)
     return serializers.experiment(row) if row else None
 
 
@@ -40,26 +37,27 @@ def list_runs(
     after: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    q = sa.select(R).order_by(R.c.id.desc()).limit(limit)
-    if experiment_id is not None:
-        q = q.where(R.c.experiment_id == experiment_id)
-    if case_key is not None:
-        q = q.where(R.c.case_key == case_key)
-    if after is not None:
-        q = q.where(R.c.id < after)
-    return [serializers.run(r) for r in conn.execute(q)]
+    rows = store.runs(
+        database.raw(conn),
+        experiment_id=experiment_id,
+        case_key=case_key,
+        after=after,
+        limit=limit,
+        newest_first=True,
+    )
+    return [serializers.run(r) for r in rows]
 
 
 def get_run(conn: sa.Connection, run_id: int) -> dict[str, Any] | None:
-    row = conn.execute(sa.select(R).where(R.c.id == run_id)).first()
-    return serializers.run(row) if row else None
+    runs = get_runs(conn, [run_id])
+    return runs[0] if runs else None
 
 
 def get_runs(conn: sa.Connection, run_ids: list[int]) -> list[dict[str, Any]]:
     """The runs of `run_ids` that exist, in that order (an id past bigint names none)."""
     possible = [i for i in run_ids if 0 < i < 2**63]
-    rows = conn.execute(sa.select(R).where(R.c.id.in_(possible))).all() if possible else []
-    by_id = {r.id: serializers.run(r) for r in rows}
+    rows = store.runs(database.raw(conn), ids=possible) if possible else []
+    by_id = {r["id"]: serializers.run(r) for r in rows}
     return [by_id[i] for i in run_ids if i in by_id]
 
 
@@ -90,7 +88,6 @@ def flat_figures(data: Any, prefix: str = "") -> dict[str, Any]:
 def _with_report(fn_name: str, *args: Any) -> Any:
     """Call the report module inside an admin transaction (statement timeout) on its psycopg connection."""
     from shared.bench import report  # imported on first use: it brings matplotlib
-    from web import database
 
     with database.admin_conn() as conn:
         try:

@@ -156,7 +156,8 @@ def run_experiment(
 
 def report_cmd(argv: list[str]) -> int:
     from shared import db
-    from shared.bench import compare, report
+    from shared.bench import report
+    from shared.bench.report import console
 
     p = argparse.ArgumentParser(
         prog="python -m shared.bench report",
@@ -168,7 +169,7 @@ def report_cmd(argv: list[str]) -> int:
     with db.connect(settings.load().database_url, role="harness-report", autocommit=True) as conn:
         files = report.write(conn, args.experiment_id, args.output)
         report.store_files(conn, args.experiment_id, files)
-    compare.print_summary(args.output)
+    console.print_summary(args.output)
     print(f"wrote {len(files)} files")
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ DEFAULT_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "fault", "overhead",
 """`steady` (one fixed rate) and `overlap` (a drain whose workers consume while it is enqueued) run when
 asked for: the sweep supersedes the one, and the other is not a drain (docs/benchmark.md). `workloads` has
 cases only when modules of your own are given (--workloads)."""
-ATTACHED_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "steady", "overlap")
-"""Attached mode injects no fault and cannot turn the workers' recording off."""
+ATTACHED_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "steady", "overlap", "workloads")
+"""Attached mode injects no fault and cannot turn the workers' recording off. Your own workloads run on
+live workers that announce their module (started with the same `BENCH_WORKLOADS`)."""
 SWEEP_RATES = "1000,3000"
 FULL_SWEEP_RATES = "100,300,1000,3000,10000"
 BROKERS = tuple(
@@ -331,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the options, start the database (attached: find the running workers' one), run the
     experiment, print its summary."""
     from shared.bench import cli
+    from shared.bench.report import console
 
     check_args(args)
     attached = bool(getattr(args, "attached", False))
@@ -343,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         calibrate=not args.no_calibration,
         stall_seconds=args.stall_seconds,
-        print_summary=print_summary,
+        print_summary=console.print_summary,
         mode="attached" if attached else "managed",
         # The SQL broker's workers keep kombu's tables in a database of their own, as `make bench-celery`
         # does: on a reused one the planner's statistics slow its fetch (docs/celery.md).
@@ -376,50 +377,3 @@ def live_workers() -> tuple[settings.Settings, list[dict[str, Any]]]:
     if not live:
         raise UsageError("--attached: no live worker heartbeats in queue.workers; start them (make dev)")
     return s, live
-
-
-def print_summary(out: Path) -> None:
-    """The headline figures of a report folder, and where the rest is."""
-    data = json.loads((out / "results.json").read_text())
-    print()
-    h = data.get("headline") or {}
-    for x in h.get("significant") or []:
-        print(f"* {x.replace('**', '').replace('`', '')}")
-    for x in h.get("sweep") or []:
-        print(f"* {x.replace('**', '').replace('`', '')}")
-    if h.get("no_clear_difference"):
-        print(f"* no clear difference: {'; '.join(h['no_clear_difference'])}")
-    print()
-    for fam, comp in sorted(data["comparisons"].items()):
-        print(fam)
-        for row in comp["rows"]:
-            if row["figure"] not in ("throughput", "e2e_p50_ms", "e2e_p99_ms"):
-                continue
-            cells = ", ".join(
-                f"{who} {r['median']:.1f} [{r['ci_low']:.1f}-{r['ci_high']:.1f}]"
-                for who, r in row["results"].items()
-                if r["median"] is not None
-            )
-            print(f"  {row['figure']:<11} {cells}  -> {row['winner'] or row['verdict']}")
-    calib = data["calibration"]["median_jobs_per_second"]
-    if calib:
-        print(f"raw SQL ceiling: {calib:.0f} jobs/s")
-    for o in data["recording_overhead"]:
-        interval = f" [{o['ci_low']}-{o['ci_high']}]" if o.get("ci_low") is not None else ""
-        print(
-            f"recording overhead ({o['case_key']}): {o['overhead_percent']}%{interval} "
-            f"(median of {o['pairs']} side-by-side pairs)"
-        )
-    for f in data["faults"]:
-        a = f.get("audit") or {}
-        print(
-            f"fault {f['case_key']}: status {f['status']}, lost {a.get('lost')}, duplicates {a.get('duplicates')}, "
-            f"redelivered {a.get('redelivered')}"
-        )
-    for who, f in sorted((data.get("fleets") or {}).items()):
-        hosts = ", ".join(f"{h} ({v['slots']} slots)" for h, v in f["hosts"].items())
-        print(f"fleet {who}: {f['workers']} workers, {f['slots']} slots on {hosts}")
-    for n in data["notes"]:
-        print(f"note: {n}")
-    print(f"\nreport: {out}/summary.md (results.json, results.csv, *.png)")
-    sys.stdout.flush()

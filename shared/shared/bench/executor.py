@@ -2,8 +2,9 @@
 
 Managed mode starts the workers of each adapter variant itself, in their own process groups, once for the
 whole experiment (fault runs, and runs whose workers start after the enqueue, get fresh ones), and stops
-them. Attached mode enqueues to the queues that live workers' heartbeats announce, and observes. One
-run's steps are `shared.bench.run`.
+them (`shared.bench.managed`). Attached mode enqueues to the queues that live workers' heartbeats announce,
+and observes. Sized drains are probed before the first round (`shared.bench.sizing`); one run's steps are
+`shared.bench.run`.
 
 SIGINT or SIGTERM (Ctrl-C), or the cancel flag on the experiment's row (`experiments.cancel`, read with
 the executor's heartbeat), stops cleanly: the current run is marked cancelled, the workers are stopped, and
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared import db, embedded, settings, spool
+from shared import db, embedded, settings, spool, workloads
 from shared.bench import (
     adapters,
     audit,
@@ -37,15 +37,15 @@ from shared.bench import (
     polling,
     report,
     run,
+    sizing,
     store,
 )
+from shared.bench.managed import ManagedGroups
 from shared.bench.spec import Case, Spec
-from shared.bench.workers import WorkerGroup, WorkerProcess, worker_env
 
 log = logging.getLogger(__name__)
 
 SPOOL_WAIT_SECONDS = 15.0
-READY_TIMEOUT_SECONDS = 120.0
 
 
 class Executor:
@@ -68,22 +68,26 @@ class Executor:
         self.settings = settings.load()
         self.url = database_url or self.settings.database_url
         self.cluster = cluster
-        self.output_dir = output_dir
         self.on_progress = on_progress
         self.calibrate = calibrate
         self.notes: list[str] = list(notes or [])
         self.stall_seconds = stall_seconds
-        self.isolate_brokers = isolate_brokers
         self.db = store.Store(self.url)
-        self.groups: dict[tuple[Any, ...], WorkerGroup] = {}
         self.calibration: dict[int, dict[str, Any]] = {}
         self.mode = "managed"
         self.env_info: dict[str, Any] = {}
-        self.out = Path(".")
-        self.spool_dir: Path | None = None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.out = Path(output_dir or settings.REPORTS_DIR / f"{stamp}-e{experiment_id}")
+        self.spool_dir = self.out / "spool"
         self._stop = threading.Event()
-        self._queues = 0
-        self._seen_cases: set[str] = set()
+        self.workers = ManagedGroups(
+            self.url,
+            experiment_id,
+            self.out,
+            self.spool_dir,
+            isolate_brokers=isolate_brokers,
+            should_stop=self.should_stop,
+        )
         self._checkpoint_refused = False
         self._saturated: dict[str, float] = {}
         """Sweeps that saturated, and at which rate: their higher rates are not run."""
@@ -97,9 +101,6 @@ class Executor:
         spec, self.mode, status = experiments.load_spec(self.db.conn(), self.experiment_id)
         if status != "pending":
             raise RuntimeError(f"experiment {self.experiment_id} is {status}, not pending")
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.out = Path(self.output_dir or settings.REPORTS_DIR / f"{stamp}-e{self.experiment_id}")
-        self.spool_dir = self.out / "spool"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.db.run(
             "experiment_start", {"id": self.experiment_id, "report_dir": str(self.out), "pid": os.getpid()}
@@ -132,7 +133,7 @@ class Executor:
             if main:
                 # A second Ctrl-C must not cut the clean-up short: workers stop, the report is written.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            self.stop_groups()
+            self.workers.stop_all()
             self.load_leftover_spools()
             try:
                 self._final_audit()
@@ -189,8 +190,8 @@ class Executor:
         rows = self.db.run("runs_pending", {"id": self.experiment_id}).fetchall()
         cases = {c.key: c for c in spec.cases}
         if self.mode == "managed":
-            self._start_shared_groups(list(spec.cases))
-        sizes = self._size_cases(spec)
+            self.notes += self.workers.start_shared(list(spec.cases), self.skip_reason)
+        sizes = sizing.size_cases(self, spec)
         for i, (run_id, key, rep) in enumerate(rows):
             if self.should_stop():
                 break
@@ -217,22 +218,10 @@ class Executor:
                 break
             except adapters.AdapterUnavailable as exc:
                 self.db.run("run_end", {"id": run_id, "status": "failed", "error": str(exc)})
+                note = f"{key}: not run, {exc}"
+                if note not in self.notes:
+                    self.notes.append(note)
             self._progress(run_id=run_id, case=key, repetition=rep, index=i + 1, total=len(rows), done=True)
-
-    def _size_cases(self, spec: Spec) -> dict[str, dict[str, Any]]:
-        """Each sized drain's size, from a probe on its own workers before the first round (managed mode;
-        attached mode runs the probe's size). What sized it goes with every run."""
-        sizes: dict[str, dict[str, Any]] = {}
-        for n, case in enumerate(c for c in spec.cases if c.min_seconds and c.scenario == "drain"):
-            if self.mode != "managed" or self.should_stop() or self.skip_reason(case):
-                continue
-            try:
-                sizes[case.key] = run.probe(self, case, -(self.experiment_id * 1000 + n + 1))
-            except adapters.AdapterUnavailable as exc:
-                self.notes.append(
-                    f"{case.key}: no probe ({str(exc).splitlines()[0]}); its size is the probe's"
-                )
-        return sizes
 
     @staticmethod
     def sweep_line(case: Case) -> str:
@@ -281,106 +270,7 @@ class Executor:
             self._checkpoint_refused = True
             log.warning("no checkpoint between runs (%s); runs may pay for one", str(exc).strip())
 
-    # ---- workers ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def group_key(case: Case) -> tuple[Any, ...]:
-        return (case.who, case.processes, case.slots, case.recording)
-
-    def startup_of(self, case: Case, group: WorkerGroup, fresh: bool) -> float | None:
-        """The group's start-up time, reported with a case's first run and with every fresh group."""
-        first = case.key not in self._seen_cases
-        self._seen_cases.add(case.key)
-        return group.startup_seconds if fresh or first else None
-
-    def spawn_group(self, case: Case, queue: str | None = None, *, start: bool = True) -> WorkerGroup:
-        """A group for `case` on a new queue (or `queue`) with its environment; its workers started
-        (`start`) without waiting for them, or later with `start_workers`."""
-        adapter = adapters.get(case.adapter)
-        env_cm = adapter.group_env(case.options, self.url) if self.isolate_brokers else None
-        extra = env_cm.__enter__() if env_cm is not None else {}
-        own = adapter.worker_environment(case.options, self.url)
-        group = WorkerGroup(queue or self.new_queue(), env={**self.worker_env(), **extra, **own})
-        group.close_env = lambda: self._close_group(case, group, env_cm)
-        return self.start_workers(case, group) if start else group
-
-    def start_workers(self, case: Case, group: WorkerGroup) -> WorkerGroup:
-        argv = adapters.get(case.adapter).worker_argv(case, group.queue, Path(sys.executable).parent)
-        log_path = self.out / "logs" / f"{case.who}-{group.queue}.log"
-        group.workers.append(WorkerProcess(argv, group.env, log_path))
-        return group
-
-    def add_worker(self, case: Case, group: WorkerGroup) -> None:
-        """Start one more worker in `group` and wait until it is ready (it replaces a killed one)."""
-        self.start_workers(case, group)
-        processes = case.processes if adapters.get(case.adapter).child_heartbeats else 0
-        group.workers[-1].wait_ready(
-            self.url, processes=processes, timeout=READY_TIMEOUT_SECONDS, should_stop=self.should_stop
-        )
-
-    def _close_group(self, case: Case, group: WorkerGroup, env_cm: Any) -> None:
-        adapters.get(case.adapter).drop_queue(case.options, group.queue, group.env)
-        if env_cm is not None:
-            env_cm.__exit__(None, None, None)
-
-    def wait_group(self, case: Case, group: WorkerGroup) -> WorkerGroup:
-        processes = case.processes if adapters.get(case.adapter).child_heartbeats else 0
-        for w in group.workers:
-            w.wait_ready(
-                self.url, processes=processes, timeout=READY_TIMEOUT_SECONDS, should_stop=self.should_stop
-            )
-        return group
-
-    def _start_shared_groups(self, cases: list[Case]) -> None:
-        """Start the workers of every variant whose runs share them, all at once, in parallel, and keep them
-        for the whole experiment: start-up is paid once (and reported apart), and idle workers cost little."""
-        pending = []
-        for case in cases:
-            key = self.group_key(case)
-            if not self.shares_group(case) or key in self.groups or self.skip_reason(case):
-                continue
-            self.groups[key] = self.spawn_group(case)
-            pending.append((key, case))
-        for key, case in pending:
-            try:
-                self.wait_group(case, self.groups[key])
-            except adapters.AdapterUnavailable as exc:
-                self.groups.pop(key).stop(5)
-                self.notes.append(str(exc).splitlines()[0])
-
-    @staticmethod
-    def shares_group(case: Case) -> bool:
-        """Fault runs kill a worker, and gated runs start theirs after the enqueue: both get fresh ones. Held
-        drains hold and release the experiment's running workers."""
-        return case.scenario != "fault" and case.workers_start != "after_enqueue"
-
-    def shared_group(self, case: Case) -> tuple[WorkerGroup, bool]:
-        """The running workers for `case`, restarted if one died; and whether they were started for it."""
-        key = self.group_key(case)
-        group = self.groups.get(key)
-        if group is not None and group.alive():
-            return group, False
-        if group is not None:
-            group.stop()
-        self.groups[key] = self.wait_group(case, self.spawn_group(case))
-        return self.groups[key], True
-
-    def stop_groups(self) -> None:
-        """Stop every worker this executor started: all are asked at once, then waited for."""
-        groups = list(self.groups.values())
-        for g in groups:
-            g.terminate()
-        for g in groups:
-            g.stop()
-        self.groups.clear()
-
-    def new_queue(self) -> str:
-        self._queues += 1
-        return f"bench-e{self.experiment_id}-{self._queues}"
-
-    def worker_env(self) -> dict[str, str]:
-        assert self.spool_dir is not None, "the spool directory is made as the experiment starts"
-        return worker_env(self.url, self.spool_dir)
+    # ---- attached mode ---------------------------------------------------------------------------
 
     def attached_queue(self, case: Case) -> tuple[str, list[int], dict[str, Any]]:
         """The queue a live worker of the case's variant announces, its workers' PIDs on this machine, and
@@ -391,6 +281,13 @@ class Executor:
             raise adapters.AdapterUnavailable(
                 f"no live {case.who} worker announces itself in queue.workers; start one (make dev)"
             )
+        module = workloads.module_of(case.workload)
+        missing = fleet.without_module(rows, queue, module) if module else []
+        if missing:
+            raise adapters.AdapterUnavailable(
+                f"the live {case.who} workers {', '.join(missing)} do not import {module}, which registers the "
+                f"workload {case.workload!r}; start them with BENCH_WORKLOADS={module}"
+            )
         here = {os.uname().nodename, settings.host_name()}
         local = [int(r["pid"]) for r in rows if r["host"] in here and queue in (r["queues"] or [])]
         return queue, local, fleet.of_queue(rows, case.adapter, queue)
@@ -399,8 +296,6 @@ class Executor:
 
     def load_leftover_spools(self) -> None:
         """Load what dead workers left in their spools (exactly once: `spool_progress` keeps the offset)."""
-        if self.spool_dir is None:
-            return
         try:
             conn = db.connect(self.url, role="harness-spool")
         except psycopg.Error:

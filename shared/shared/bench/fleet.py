@@ -47,6 +47,17 @@ def of_queue(workers: Sequence[Mapping[str, Any]], adapter: str, queue: str) -> 
     }
 
 
+def without_module(workers: Sequence[Mapping[str, Any]], queue: str, module: str) -> list[str]:
+    """The live workers announcing `queue` whose heartbeat does not list the user's workload `module`
+    (`info.workload_modules`): as `host/pid`, for the one line that refuses to run on them."""
+    return [
+        f"{w['host']}/{w['pid']}"
+        for w in workers
+        if queue in (w["queues"] or [])
+        and module not in ((w.get("info") or {}).get("workload_modules") or [])
+    ]
+
+
 def describe(fleet: Mapping[str, Any]) -> str:
     """`8 slots: 2 workers on 2 hosts (a: 4, b: 4)`."""
     hosts = fleet.get("hosts") or {}

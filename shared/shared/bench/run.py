@@ -13,14 +13,13 @@ Steps, in order (docs/benchmark.md, "One run"):
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from shared.bench import adapters, completion, dbload, environment, fleet, measure, metrics, scenarios, terms
+from shared.bench import adapters, completion, dbload, environment, fleet, measure, scenarios
 from shared.bench.faults import FaultInjector
 from shared.bench.sampler import ResourceSampler, server_pid
 from shared.bench.spec import Case
@@ -51,16 +50,16 @@ def execute(
     if x.mode == "attached":
         queue, pids, the_fleet = x.attached_queue(case)
         roots: Callable[[], list[int]] = lambda: pids  # noqa: E731
-    elif x.shares_group(case):
-        group, fresh = x.shared_group(case)
-        startup = x.startup_of(case, group, fresh)
+    elif x.workers.shares(case):
+        group, fresh = x.workers.shared(case)
+        startup = x.workers.startup_of(case, group, fresh)
         queue, roots = group.queue, group.root_pids
     elif case.workers_start == "after_enqueue":
-        group = x.spawn_group(case, start=False)
+        group = x.workers.spawn(case, start=False)
         queue, roots = group.queue, group.root_pids
     else:
-        group = x.wait_group(case, x.spawn_group(case))
-        startup = x.startup_of(case, group, True)
+        group = x.workers.wait(case, x.workers.spawn(case))
+        startup = x.workers.startup_of(case, group, True)
         queue, roots = group.queue, group.root_pids
     servers = {
         name: pid
@@ -76,7 +75,7 @@ def execute(
     )
     if x.mode == "managed" and case.jobs >= LARGE_RUN_JOBS:
         x.checkpoint()
-    enqueuer = adapter.enqueuer(case, queue, group.env if group else x.worker_env())
+    enqueuer = adapter.enqueuer(case, queue, group.env if group else x.workers.env())
     before_db = dbload.snapshot(x.db.conn())
     # The queue serves every run of its group: count what it completed before this run sends anything.
     baseline = completion.completed_in_queue(x.db, case, queue)
@@ -87,22 +86,23 @@ def execute(
     x.db.run("run_scheduling", {"id": run_id, "environment": Jsonb(env)})
     held = case.workers_start == "held" and x.mode == "managed" and group is not None
     gate: dict[str, Any] = {"workers_start": case.workers_start if x.mode == "managed" else "attached"}
-    if held:
-        assert group is not None
-        gate["held"] = group.hold()
-    sampler.start()
     injector = None
-    if case.scenario == "fault":
-        replace = None
-        if group is not None and case.fault == "kill_whole_worker":
-            replace = lambda: x.add_worker(case, group)  # noqa: E731
-        injector = FaultInjector(
-            x.url, run_id, case, group, x.cluster, x.should_stop, spool_dir=x.spool_dir, replace=replace
-        )
-        injector.start()
     interrupted = False
     sent = None
     try:
+        # Inside the try: a hold cut short (Ctrl-C while it waits) still ends in the release below.
+        if held:
+            assert group is not None
+            gate["held"] = group.hold()
+        sampler.start()
+        if case.scenario == "fault":
+            replace = None
+            if group is not None and case.fault == "kill_whole_worker":
+                replace = lambda: x.workers.add_worker(case, group)  # noqa: E731
+            injector = FaultInjector(
+                x.url, run_id, case, group, x.cluster, x.should_stop, spool_dir=x.spool_dir, replace=replace
+            )
+            injector.start()
         sent = scenarios.enqueue(case, enqueuer, run_id, x.should_stop)
         if injector is not None:
             injector.enqueue_done_at = sent.finished_at
@@ -122,7 +122,7 @@ def execute(
         if not interrupted and case.workers_start == "after_enqueue" and x.mode == "managed":
             assert group is not None
             gate["released_at"] = time.time()
-            x.wait_group(case, x.start_workers(case, group))
+            x.workers.wait(case, x.workers.start_workers(case, group))
             startup = group.startup_seconds
         if not interrupted and sent is not None:
             stall = x.stall_seconds or (FAULT_STALL_SECONDS if case.scenario == "fault" else STALL_SECONDS)
@@ -134,7 +134,7 @@ def execute(
     fault_info = injector.finish() if injector is not None else {}
     if fault_info:
         fault_info["redelivery"] = adapter.redelivery(case)
-    if group is not None and not x.shares_group(case):
+    if group is not None and not x.workers.shares(case):
         # A fault's workers go: a clean stop flushes their spools, then dead workers' spools load. A
         # Celery worker whose pool child was SIGKILLed can hang in its warm shutdown: a short wait.
         group.stop(timeout=FAULT_STOP_SECONDS)
@@ -191,57 +191,3 @@ def settle(x: Executor, case: Case, queue: str) -> None:
     if names:
         # The names are this module's and the adapters' constants, not input.
         x.db.call(lambda conn: conn.execute(f"VACUUM (ANALYZE) {', '.join(names)}"))  # noqa: S608
-
-
-PROBE_ENQUEUE_SECONDS = 5.0
-"""A sized drain's enqueue is kept within this (one job per transaction is slow for every queue)."""
-PROBE_MARGIN = 1.2
-"""A sized drain takes the probe's rate times its time budget times this, so that it lasts the budget."""
-
-
-def probe(x: Executor, case: Case, probe_id: int) -> dict[str, Any]:
-    """A short drain of `case.jobs` jobs on the case's running workers, held during the enqueue as every
-    drain is, whose rates size the case's runs (docs/benchmark.md, "Runs long enough to measure"): the
-    size that lasts `case.min_seconds` at the probe's drain rate, within `PROBE_ENQUEUE_SECONDS` of
-    enqueue at its enqueue rate, never below the probe's own size. `probe_id` is a run id no run row has
-    (negative): its records are deleted afterwards."""
-    assert case.min_seconds is not None
-    group, _ = x.shared_group(case)
-    adapter = adapters.get(case.adapter)
-    enqueuer = adapter.enqueuer(case, group.queue, group.env)
-    baseline = completion.completed_in_queue(x.db, case, group.queue)
-    group.hold()
-    try:
-        sent = scenarios.enqueue(case, enqueuer, probe_id, x.should_stop)
-    finally:
-        group.release()
-        enqueuer.close()
-    waited = completion.wait_for_end(
-        x.db,
-        probe_id,
-        case,
-        sent.sent,
-        group.queue,
-        baseline,
-        x.stall_seconds or STALL_SECONDS,
-        x.should_stop,
-    )
-    timings = [t for t in metrics.job_timings(x.db.conn(), probe_id) if t.finish is not None]
-    x.db.call(lambda conn: conn.execute("DELETE FROM job_events WHERE run_id = %s", (probe_id,)))
-    settle(x, case, group.queue)
-    info: dict[str, Any] = {"probe_jobs": sent.sent, "probe_enqueue_rate": round(sent.rate, 1)}
-    if waited.get("stalled") or not timings:
-        return {**info, "jobs": case.jobs, "why": "the probe did not complete; the probe's size is kept"}
-    finishes = [t.finish for t in timings if t.finish is not None]
-    starts = [t.first_start for t in timings if t.first_start is not None]
-    drain = max(max(finishes) - min(starts or finishes), 1e-3)
-    rate = len(timings) / drain
-    want = math.ceil(rate * case.min_seconds * PROBE_MARGIN)
-    cap = math.ceil(sent.rate * PROBE_ENQUEUE_SECONDS)
-    jobs = max(case.jobs, min(want, cap, terms.MAX_JOBS))
-    why = (
-        f"{case.min_seconds:g} s at the probe's {rate:,.0f} jobs/s"
-        if want <= cap
-        else f"{PROBE_ENQUEUE_SECONDS:g} s of enqueue at the probe's {sent.rate:,.0f} jobs/s"
-    )
-    return {**info, "probe_drain_rate": round(rate, 1), "jobs": jobs, "why": why}

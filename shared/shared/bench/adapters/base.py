@@ -295,3 +295,21 @@ def postgres_durability(url: str) -> dict[str, Any]:
     except psycopg.Error as exc:
         return {"server": "postgresql", "error": str(exc).strip().splitlines()[0]}
     return {"server": "postgresql", **{str(k): v for k, v in rows}}
+
+
+def postgres_promise(url: str, what: str = "an enqueue") -> dict[str, Any]:
+    """`postgres_durability(url)` with its `promise`: what a committed `what` survives, for every queue whose
+    enqueue is one committed transaction in PostgreSQL (pgqueue, procrastinate, pgqueuer)."""
+    d = postgres_durability(url)
+    commit = d.get("synchronous_commit")
+    if d.get("fsync") == "on" and commit not in ("off", "local", None):
+        promise = (
+            f"{what} returns once its transaction committed, flushed to disk (fsync on, synchronous_commit "
+            f"{commit}): it survives a crash of the server"
+        )
+    else:
+        promise = (
+            f"{what} returns on commit, but fsync={d.get('fsync')}, synchronous_commit={commit}: the last "
+            "commits can be lost in a crash of the server"
+        )
+    return {**d, "promise": promise}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from shared import db, pgqueue, settings
-from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta, postgres_durability
+from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta, postgres_promise
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -147,16 +147,7 @@ class Pgqueue(SupervisedAdapter):
         url = s.queue_database_url
         if self.resolve(options)["commit"] == "relaxed":
             url = relaxed_url(url)  # read through a connection as the relaxed variant opens them
-        d = postgres_durability(url)
-        safe = d.get("fsync") == "on" and d.get("synchronous_commit") not in ("off", "local", None)
-        promise = (
-            "an enqueue returns once its transaction committed, flushed to disk (fsync on, synchronous_commit "
-            f"{d.get('synchronous_commit')}): it survives a crash of the server"
-            if safe
-            else f"an enqueue returns on commit, but fsync={d.get('fsync')}, synchronous_commit="
-            f"{d.get('synchronous_commit')}: the last commits can be lost in a crash of the server"
-        )
-        return {**d, "promise": promise}
+        return postgres_promise(url)
 
     def redelivery(self, case: Case) -> str | None:
         return (

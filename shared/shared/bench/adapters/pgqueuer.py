@@ -26,7 +26,7 @@ from pgqueuer.domain.settings import DBSettings
 
 from shared import db, peers, settings, workloads
 from shared.bench import store
-from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta
+from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta, postgres_promise
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -126,6 +126,17 @@ class Pgqueuer(SupervisedAdapter):
             "dequeue_timeout": DEQUEUE_TIMEOUT_SECONDS,
             "bulk": f"enqueue with lists, {BULK_BATCH} jobs per call",
         }
+
+    def durability(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        return postgres_promise(s.queue_database_url)
+
+    def redelivery(self, case: Case) -> str | None:
+        return (
+            f"pgqueuer's heartbeat: a picked job whose heartbeat is older than {HEARTBEAT_TIMEOUT_SECONDS:g} s is "
+            f"picked again by the next dequeue, which an idle manager makes every {DEQUEUE_TIMEOUT_SECONDS:g} s; "
+            "completions are logged in batches, so a job the killed process finished but had not yet logged "
+            "runs again (at least once)"
+        )
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
         argv = self.supervised_argv(case, queue, bin_dir)

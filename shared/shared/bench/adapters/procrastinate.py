@@ -21,7 +21,7 @@ import procrastinate
 
 from shared import peers, settings
 from shared.bench import store
-from shared.bench.adapters.base import Enqueuer, SupervisedAdapter, meta
+from shared.bench.adapters.base import Enqueuer, SupervisedAdapter, meta, postgres_promise
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -107,6 +107,16 @@ class Procrastinate(SupervisedAdapter):
             "stalled_jobs_retry": f"every 2 s, jobs of workers silent for {STALLED_AFTER_SECONDS:.0f} s",
             "bulk": f"batch_defer, {BULK_BATCH} jobs per call",
         }
+
+    def durability(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        return postgres_promise(s.queue_database_url, "a defer")
+
+    def redelivery(self, case: Case) -> str | None:
+        return (
+            "procrastinate's stalled-job retry: every worker process retries, every 2 s, the jobs of workers "
+            f"whose heartbeat (every 2 s) is older than {STALLED_AFTER_SECONDS:g} s (procrastinate's "
+            '`get_stalled_jobs`, docs/benchmarks.md, "The peers\' settings")'
+        )
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
         return [*self.supervised_argv(case, queue, bin_dir), "--stalled-after", str(STALLED_AFTER_SECONDS)]

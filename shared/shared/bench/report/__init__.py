@@ -1,6 +1,6 @@
 """The report of an experiment (`write`) and the results the admin pages read (`run_series`,
 `run_summary`, `case_summary`, `compare`): `figures` names and derives, `views` reads, `files`,
-`markdown` and `plots` write; `store_files` keeps the files in the database."""
+`markdown` and `plots` write, `console` prints; `store_files` keeps the files in the database."""
 
 from __future__ import annotations
 

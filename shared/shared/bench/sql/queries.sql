@@ -223,6 +223,11 @@ SELECT seq,
  WHERE run_id = %(run_id)s
  GROUP BY seq;
 
+-- events_delete_run --
+-- A probe's records (a sized drain's probe runs under a negative run id, which no run row has), deleted once
+-- its rates sized the case.
+DELETE FROM job_events WHERE run_id = %(run_id)s;
+
 -- job_starts --
 -- Every start of a run in time order per job (the completed attempt's start is the last before its finish).
 SELECT seq, ts_us / 1e6::float8 FROM job_events WHERE run_id = %(run_id)s AND kind = 'start' ORDER BY seq, ts_us;
