@@ -98,6 +98,20 @@ def test_recording_overhead_is_taken_pair_by_pair():
     assert o["pairs"] == 3 and o["no_clear_difference"]
 
 
+def test_each_adapters_recording_pair_gets_a_line_of_its_own():
+    from shared.bench.report import figures
+
+    keys = {
+        "pgqueue": "pgqueue/drain.overlap/noop/bulk/n100000/p2s5",
+        "celery": "celery.postgres.defaults/drain.overlap/noop/bulk/n1500/p1s10",
+    }
+    cases = [_case(k, True, [1.1, 2.2]) for k in keys.values()]
+    cases += [_case(k + ".norec", False, [1.0, 2.0]) for k in keys.values()]
+    lines = figures.overhead(cases)
+    assert sorted(o["case_key"] for o in lines) == sorted(keys.values())
+    assert all(o["overhead_percent"] == 10.0 for o in lines)
+
+
 def test_a_percentile_needs_a_hundred_samples_beyond_it():
     # p50 needs 200 samples, p99 10,000, p99.9 100,000 (docs/benchmark.md, "Statistics").
     assert st.enough_for(200, 50) and not st.enough_for(199, 50)

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from shared import celery_app, embedded, settings
+from shared.bench.adapters import celery as celery_adapter
 from shared.bench.adapters.celery import WorkerOptions
 from shared.bench.workers import WorkerProcess, worker_env
 
@@ -157,6 +158,12 @@ def running_worker(
         yield worker
     finally:
         worker.stop(20)
+
+
+def pool_children(worker: WorkerProcess) -> list[int]:
+    """The PIDs of a prefork worker's pool children, the processes that run its tasks: the grandchildren
+    of bench-celery-worker, under `celery worker` (as the harness finds them, `Adapter.victims`)."""
+    return celery_adapter.ADAPTER.victims(worker.pid)
 
 
 def unique(prefix: str) -> str:

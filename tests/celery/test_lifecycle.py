@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from shared import celery_app, db, embedded, settings
@@ -59,6 +60,56 @@ def test_sigterm_is_a_warm_shutdown_that_finishes_the_running_task(database_url,
         recorded = conn.execute("SELECT count(*) FROM job_events WHERE run_id = 7").fetchone()[0]
     assert stopped and loaded
     assert recorded == 2  # the final spool load ran during shutdown
+
+
+def connection_owners(database_url: str, application_name: str) -> set[int]:
+    """The local processes that hold this database's connections opened as `application_name`, found by the
+    client's TCP port that the server reports."""
+    with db.connect(database_url, autocommit=True) as conn:
+        ports = {
+            port
+            for (port,) in conn.execute(
+                "SELECT client_port FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = %s",
+                (application_name,),
+            )
+        }
+    return {c.pid for c in psutil.net_connections(kind="tcp") if c.pid and c.laddr and c.laddr.port in ports}
+
+
+def test_the_process_that_consumes_jobs_loads_no_spool_and_writes_no_count(
+    database_url, tmp_path, output_dir
+):
+    queue = unique("loader")
+    spec = WorkerOptions(broker="postgres", concurrency=2, queues=[queue], polling_interval=0.1)
+    with running_worker(database_url, spec, tmp_path, output_dir / "worker.log", **WORKER_ENV) as worker:
+        [consumer] = psutil.Process(worker.pid).children()
+        pool = {c.pid for c in consumer.children()}
+        assert len(pool) == 2
+        app = celery_app.make_app("postgres", polling_interval=0.1, s=settings.load())
+        celery_app.send(app, "noop", {}, {"run_id": 11, "seq": 1, "enqueued_at": time.time()}, queue=queue)
+        app.close()
+        [finish] = [e for e in wait_finished(tmp_path, 11, 1, 60) if e.kind == "finish"]
+        with db.connect(database_url, autocommit=True) as conn:
+            [worker_id] = conn.execute(
+                "SELECT id FROM queue.workers WHERE pid = %s", (worker.pid,)
+            ).fetchone()
+
+            def arrived() -> bool:
+                loaded = conn.execute("SELECT count(*) FROM job_events WHERE run_id = 11").fetchone()[0]
+                counted = conn.execute(
+                    "SELECT completed FROM queue.worker_completions WHERE worker_id = %s", (worker_id,)
+                ).fetchone()
+                return loaded == 2 and counted == (1,)
+
+            # the record and the count arrive in the database ...
+            wait_until(arrived, 30, message="the record loaded and the job counted")
+        # ... through the connections of the worker's main process, which runs no job: not through
+        # `celery worker`, which consumes, nor its pool, which ran the job
+        assert finish.pid in pool
+        assert connection_owners(database_url, "bench-spool-loader") == {worker.pid}
+        assert connection_owners(database_url, "bench-celery-completions") == {worker.pid}
+        assert connection_owners(database_url, "bench-celery-heartbeat") == {worker.pid}
 
 
 def run_worker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

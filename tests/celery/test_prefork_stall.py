@@ -23,7 +23,7 @@ from shared.bench.adapters.celery import WorkerOptions
 from shared.bench.records import read_spool
 
 from ..support import wait_until
-from .conftest import WORKER_ENV, running_worker, unique
+from .conftest import WORKER_ENV, pool_children, running_worker, unique
 
 CHILDREN = 3
 TASKS = 10
@@ -42,7 +42,7 @@ def blocked_in(pid: int) -> str:
 
 
 def pool_states(worker) -> dict[int, str]:
-    return {pid: blocked_in(pid) for pid in worker.pids()[1:]}
+    return {pid: blocked_in(pid) for pid in pool_children(worker)}
 
 
 def finished(spool_dir: Path, run_id: int) -> int:
@@ -79,7 +79,7 @@ def test_killing_the_idle_child_that_holds_the_pipe_lock_stops_delivery(
         target = next(pid for pid, state in states.items() if state == victim)
         os.kill(target, signal.SIGKILL)
         # The main process replaces the child it lost.
-        wait_until(lambda: target not in worker.pids() and len(worker.pids()) == CHILDREN + 1, 30)
+        wait_until(lambda: target not in (pool := pool_children(worker)) and len(pool) == CHILDREN, 30)
         for seq in range(TASKS):
             celery_app.send(
                 app, "noop", {}, {"run_id": run_id, "seq": seq, "enqueued_at": time.time()}, queue=queue

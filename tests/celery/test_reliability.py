@@ -1,6 +1,6 @@
 """Characterisation: what happens to a running task when its worker is SIGKILLed, per broker and configuration.
 
-Twelve cases: three brokers x two configurations x two kills (a prefork pool child, or the worker's main
+Twelve cases: three brokers x two configurations x two kills (a prefork pool child, or Celery's main
 process). Each case runs one `celery worker` (prefork, concurrency 1) on a queue of its own, sends two
 `sleep(2000)` tasks, SIGKILLs after the first start record and classifies only the task that was running:
 
@@ -190,7 +190,10 @@ def run_case(case: Case, database_url: str, base: Path, output_dir: Path, redis_
             os.kill(started.pid, signal.SIGKILL)
             consuming_at = killed_at
         else:
-            first.kill()  # SIGKILL to the main process alone
+            # SIGKILL to Celery's main process alone: `celery worker`, the child of bench-celery-worker,
+            # which then exits too (docs/celery.md, "The worker process").
+            [celery_main] = psutil.Process(first.pid).children()
+            os.kill(celery_main.pid, signal.SIGKILL)
             first.popen.wait(10)
             # billiard gives each pool child PDEATHSIG=SIGKILL: no orphan finishes the task behind our back.
             wait_until(

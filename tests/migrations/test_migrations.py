@@ -34,6 +34,8 @@ def test_upgrade_downgrade_upgrade(empty_database_url):
     # the peers' tables, by their own installers, each in a schema of its own (q0007)
     assert ("procrastinate", "procrastinate_jobs", "r") in at_head
     assert ("pgqueuer", "pgqueuer", "r") in at_head and ("pgqueuer", "pgqueuer_log", "r") in at_head
+    # the workers' own completion counts, for a queue whose tables cannot tell the end of a run (q0008)
+    assert ("queue", "worker_completions", "r") in at_head
     migrate_mod.downgrade(url, url)
     at_base = relations(url)
     # Only the two (empty) version tables remain once both lineages are at base.

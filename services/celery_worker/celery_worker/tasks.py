@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from shared import celery_app, contract, workloads
+from shared import celery_app, completions, contract, workloads
 
 _worker_id = ""
 
@@ -46,11 +46,15 @@ def _register_one(app: Celery, workload: str) -> None:
             job_id=self.request.id,
         )
         try:
-            return contract.execute(workload, params, _meta(self.request), ctx)
+            result = contract.execute(workload, params, _meta(self.request), ctx)
         except workloads.UnknownTask:
             raise
         except Exception as exc:
             # The shared retry policy: exponential backoff with jitter, then give up.
             raise self.retry(exc=exc, countdown=contract.retry_delay(attempt)) from exc
+        # The worker's own count, the end of a run for the harness with recording on or off
+        # (Celery keeps none with its result backend off).
+        completions.completed()
+        return result
 
     return None

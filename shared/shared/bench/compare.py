@@ -78,7 +78,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="measure the workers that already run (make dev, a deployed fleet) instead of starting them",
     )
     p.add_argument(
-        "--overhead-jobs", type=int, default=100_000, help="jobs per run of the recording on/off pair"
+        "--overhead-jobs",
+        type=int,
+        default=100_000,
+        help="jobs per run of the recording on/off pair, at most (each adapter's own size may be smaller)",
     )
     p.add_argument("--sleep-jobs", type=int, default=300, help="jobs of each sleep drain's probe")
     p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
@@ -241,12 +244,13 @@ def default_matrix(
     for name, vs in variants.items():
         if vs and adapters.get(name).counts_completions:
             # The recording overhead: a pair of noop drains, recording on and off, large enough that the
-            # drain lasts long enough to measure (a 500-job drain ends in tens of milliseconds).
+            # drain lasts long enough to measure (a 500-job drain ends in tens of milliseconds), and no
+            # larger than the adapter's own size for its pace (some seconds, not minutes).
             pair = {
                 "adapter": name,
                 "options": vs[0],
                 **layout(name),
-                "jobs": overhead_jobs,
+                "jobs": min(overhead_jobs, adapters.get(name).recording_pair_jobs(vs[0])),
                 "part": "overhead",
             }
             cases += [pair, {**pair, "recording": False}]

@@ -66,6 +66,12 @@ class Store:
             self._conn.close()
 
 
+def scalar(conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None) -> Any:
+    """The first column of the first row of query `name` on `conn` (None when it returns no row)."""
+    row = conn.execute(q(name), params).fetchone()
+    return row[0] if row is not None else None
+
+
 def _dicts(cur: psycopg.Cursor) -> list[dict[str, Any]]:
     names = [c.name for c in cur.description or []]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

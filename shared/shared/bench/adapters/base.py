@@ -9,8 +9,9 @@ An adapter says:
 - how the harness starts its workers in managed mode (`worker_argv`, `worker_env`), when they are ready
   (`child_heartbeats`), which of their processes run jobs (`victims`) and which servers they load
   (`servers`, `backend_prefixes`);
-- how to enqueue one job and many (`enqueuer`), and how it tells the end of a run from its own tables when
-  it can (`busy`, `completed`), what it cleans between runs (`settle`).
+- how to enqueue one job and many (`enqueuer`), how it tells the end of a run from its own tables or its
+  workers' own count, recording or not (`busy`, `completed`; `recording_pair_jobs` sizes its recording
+  pair), what it cleans between runs (`settle`).
 
 A module per queue implements it (`shared.bench.adapters.pgqueue`, `.celery`), and one line of
 `shared.bench.adapters` registers it. Only those modules import a queue's library.
@@ -102,7 +103,8 @@ class Adapter(abc.ABC):
     enqueue and the release, so every queue meets its batch with fresh statistics (docs/benchmark.md, "Drain
     means drain")."""
     counts_completions: ClassVar[bool] = False
-    """`busy` and `completed` tell the end of a run from the queue's own tables, so it can run with recording off."""
+    """`busy` and `completed` tell the end of a run without the records (from the queue's own tables, or its
+    workers' own count), so it can run with recording off."""
     worker_script: ClassVar[str]
     """The console script of its worker service, which the harness starts in managed mode."""
     packages: ClassVar[tuple[str, ...]] = ()
@@ -238,11 +240,14 @@ class Adapter(abc.ABC):
         """An open client that sends `case`'s jobs to `queue`."""
 
     def busy(self, conn: psycopg.Connection, queue: str) -> bool:
-        """Whether `queue` holds a job not yet finished: a cheap poll (only where `counts_completions`)."""
+        """Whether `queue` holds a job not yet finished: a cheap poll (only where `counts_completions`). A
+        queue that cannot see its unfinished jobs answers False: the run then ends when `completed`, read
+        at every poll, reaches the jobs sent."""
         raise NotImplementedError(f"{self.name} keeps no count of its own")
 
     def completed(self, conn: psycopg.Connection, queue: str) -> int:
-        """How many jobs of `queue` completed, by the queue's own tables (only where `counts_completions`)."""
+        """How many jobs of `queue` completed, by the queue's own tables or its workers' own count (only
+        where `counts_completions`); it does not go back during a run (`settle` may lower it between runs)."""
         raise NotImplementedError(f"{self.name} keeps no count of its own")
 
     def drain_span(self, conn: psycopg.Connection, queue: str) -> tuple[float, float, int] | None:
@@ -250,6 +255,11 @@ class Adapter(abc.ABC):
         completed, and how many, by the queue's own tables: the drain of a run that keeps no job records
         (only where `counts_completions`; None: it cannot tell)."""
         return None
+
+    def recording_pair_jobs(self, options: Mapping[str, str]) -> int:
+        """Jobs of each run of this variant's recording pair (recording on and off), at most: enough for a
+        noop drain of some seconds at its pace, not minutes (`--overhead-jobs` can only lower it)."""
+        return 100_000
 
     def settle(self, conn: psycopg.Connection, queue: str) -> tuple[str, ...]:
         """Between runs: delete what the run left in the queue's tables that the next run would pay for;

@@ -6,6 +6,12 @@ Variants: the broker (PostgreSQL through kombu's SQL transport, Redis, RabbitMQ)
 map to `--concurrency` of the pool: one prefork child per slot. Bulk is one producer (one connection,
 one channel) publishing every message in a loop, since Celery has no batch publish; one-by-one is
 `send_task` per job, which takes a producer from the app's pool each time.
+
+Celery keeps no table that tells the end of a run with its result backend off, so its worker counts the
+jobs its processes complete and its main process writes the sum to `queue.worker_completions`
+(`shared.completions`): the end of a run, recording on or off, is when that count reaches the jobs sent.
+The worker's main process is a supervisor of `celery worker` (docs/celery.md): the processes that run
+jobs are its grandchildren with the prefork pool, its child with the threads and solo pools.
 """
 
 from __future__ import annotations
@@ -22,11 +28,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from shared import celery_app, settings
+import psutil
+
+from shared import celery_app, db, settings
+from shared.bench import store
 from shared.bench.adapters.base import Adapter, Enqueuer, Option, meta, postgres_durability
 from shared.bench.databases import scratch_database
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    import psycopg
+
     from shared.bench.spec import Case
 
 DEFAULT_PORTS = {"redis": 6379, "rabbitmq": 5672}
@@ -34,6 +45,10 @@ FAULT_VISIBILITY_TIMEOUT = 10.0
 FAULT_RESTORE_INTERVAL = 2.0
 POOLS = ("prefork", "threads", "solo")
 WORKER_SCRIPT = "bench-celery-worker"
+RECORDING_PAIR_JOBS = {"postgres": 500, "redis": 3_000, "rabbitmq": 3_000}
+"""Jobs of each run of the recording pair per broker: some seconds of enqueue and drain on a quiet host at
+the rates measured here (a few hundred tasks/s on the SQL broker, both ways; some thousands on Redis and
+RabbitMQ). 1,500 on the SQL broker took 35 to 43 s at load 8 (docs/benchmark.md, "Recording overhead")."""
 
 
 @dataclass
@@ -155,6 +170,7 @@ class Celery(Adapter):
         Option("pool", POOLS, "prefork", "the worker pool; one child process per slot with prefork", "pools"),
     )
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-celery",)
+    counts_completions = True
     packages: ClassVar[tuple[str, ...]] = ("celery", "kombu", "redis", "amqp", "billiard")
     worker_script = WORKER_SCRIPT
 
@@ -259,13 +275,29 @@ class Celery(Adapter):
             yield {} if url is None else {settings.ENV_CELERY_BROKER_URL: settings.kombu_sql_url(url)}
 
     def drop_queue(self, options: Mapping[str, str], queue: str, env: Mapping[str, str]) -> None:
-        """Remove a queue the harness created (`delete_queue`)."""
+        """Remove a queue the harness created (`delete_queue`), and its stopped workers' counts."""
         broker = self.resolve(options)["broker"]
-        app = celery_app.make_app(broker, s=settings.load(env))
+        s = settings.load(env)
+        app = celery_app.make_app(broker, s=s)
         try:
             delete_queue(app, broker, queue)
         finally:
             app.close()
+        with (
+            contextlib.suppress(Exception),
+            db.connect(s.queue_database_url, role="harness", autocommit=True) as conn,
+        ):
+            conn.execute(store.q("worker_completions_forget"), {"queue": queue})
+
+    def victims(self, root_pid: int) -> list[int]:
+        """The pool's children with the prefork pool; `celery worker` itself with the threads and solo
+        pools, which run jobs in it. The worker's main process only supervises (docs/celery.md)."""
+        try:
+            consumers = psutil.Process(root_pid).children()
+            pool = [c.pid for p in consumers for c in p.children()]
+        except psutil.Error:
+            return []
+        return pool or [p.pid for p in consumers]
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
         o = self.resolve(case.options)
@@ -308,6 +340,16 @@ class Celery(Adapter):
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return CeleryEnqueuer(case, queue, env)
+
+    def busy(self, conn: psycopg.Connection, queue: str) -> bool:
+        # A broker's queue does not show the messages its workers prefetched or run: the count decides.
+        return False
+
+    def completed(self, conn: psycopg.Connection, queue: str) -> int:
+        return int(store.scalar(conn, "worker_completions", {"queue": queue}) or 0)
+
+    def recording_pair_jobs(self, options: Mapping[str, str]) -> int:
+        return RECORDING_PAIR_JOBS[self.resolve(options)["broker"]]
 
 
 def _env_polling_interval() -> float:

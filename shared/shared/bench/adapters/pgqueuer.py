@@ -6,6 +6,8 @@ setting at which pgqueuer drains fastest here, docs/benchmarks.md) by default, 1
 under `--full`. pgqueuer has no queue names; each harness queue is an entrypoint prefix
 (`<queue>:<workload>`). Bulk is `SyncQueries.enqueue` with lists (one statement per call) per batch of
 `BULK_BATCH` jobs; one-by-one is `enqueue` of one job, both through psycopg on the schema `pgqueuer`.
+pgqueuer tells the end of a run from its own tables (a finished job leaves its queue table for its log),
+so it also runs with recording off (the recording pair).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pgqueuer.adapters.persistence.qb import QueryQueueBuilder
 from pgqueuer.adapters.persistence.queries import SyncQueries
 from pgqueuer.domain.settings import DBSettings
 
-from shared import db, peers, settings
+from shared import db, peers, settings, workloads
+from shared.bench import store
 from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta, postgres_promise
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -75,6 +78,7 @@ class Pgqueuer(SupervisedAdapter):
     options = (Option("batch", BATCHES, "500", "jobs per dequeue (pgqueuer's own default: 10)", "batches"),)
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueuer",)
     queue_tables: ClassVar[tuple[str, ...]] = (f"{SCHEMA}.pgqueuer",)
+    counts_completions = True
     packages: ClassVar[tuple[str, ...]] = ("pgqueuer", "asyncpg", "uvloop")
     worker_script = "bench-pgqueuer-worker"
 
@@ -143,6 +147,21 @@ class Pgqueuer(SupervisedAdapter):
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return PgqueuerEnqueuer(case, queue, env)
+
+    def recording_pair_jobs(self, options: Mapping[str, str]) -> int:
+        # Some 10,000 jobs per second with the enqueue at batch 500 here: 20,000 take about 3 s on a quiet
+        # host (50,000 took 32 to 34 s at load 8, docs/benchmark.md, "Recording overhead").
+        return 20_000
+
+    def _entrypoints(self, queue: str) -> list[str]:
+        """The entrypoints of `queue`: one per registered workload, as the workers register them."""
+        return [peers.pgqueuer_entrypoint(queue, w) for w in workloads.REGISTRY]
+
+    def busy(self, conn: psycopg.Connection, queue: str) -> bool:
+        return bool(store.scalar(conn, "pgqueuer_busy", {"entrypoints": self._entrypoints(queue)}))
+
+    def completed(self, conn: psycopg.Connection, queue: str) -> int:
+        return int(store.scalar(conn, "pgqueuer_completed", {"entrypoints": self._entrypoints(queue)}) or 0)
 
     def settle(self, conn: psycopg.Connection, queue: str) -> tuple[str, ...]:
         # A finished job leaves pgqueuer's queue table; its log rows stay until aggregated or pruned.

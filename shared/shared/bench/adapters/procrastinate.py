@@ -5,7 +5,8 @@ Slots map to `--processes P --slots N`: P processes, each running procrastinate'
 synchronous task in a thread). Bulk is procrastinate's batch defer (`JobDeferrer.batch_defer`, one
 statement per call) per batch of `BULK_BATCH` jobs; one-by-one is `defer`, one job per transaction.
 Both go through a `SyncPsycopgConnector` on the schema `procrastinate` (docs/howto/production/schema.md).
-The settings and their sources are in docs/benchmarks.md, "The peers' settings".
+The settings and their sources are in docs/benchmarks.md, "The peers' settings". procrastinate tells the
+end of a run from its own table (its jobs' `status`), so it also runs with recording off (the recording pair).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import procrastinate
 
 from shared import peers, settings
+from shared.bench import store
 from shared.bench.adapters.base import Enqueuer, SupervisedAdapter, meta, postgres_promise
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -66,6 +68,7 @@ class Procrastinate(SupervisedAdapter):
     summary = "procrastinate: a PostgreSQL task queue for Python (psycopg 3, LISTEN/NOTIFY, async workers)"
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-procrastinate",)
     queue_tables: ClassVar[tuple[str, ...]] = (f"{SCHEMA}.procrastinate_jobs",)
+    counts_completions = True
     packages: ClassVar[tuple[str, ...]] = ("procrastinate", "psycopg", "psycopg-pool")
     worker_script = "bench-procrastinate-worker"
 
@@ -121,6 +124,17 @@ class Procrastinate(SupervisedAdapter):
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return ProcrastinateEnqueuer(case, queue, env)
+
+    def recording_pair_jobs(self, options: Mapping[str, str]) -> int:
+        # Some hundreds of jobs per second here: 1,000 take about 3 s with their enqueue on a quiet host
+        # (3,000 took 19 to 23 s at load 8, docs/benchmark.md, "Recording overhead").
+        return 1_000
+
+    def busy(self, conn: psycopg.Connection, queue: str) -> bool:
+        return bool(store.scalar(conn, "procrastinate_busy", {"queue": queue}))
+
+    def completed(self, conn: psycopg.Connection, queue: str) -> int:
+        return int(store.scalar(conn, "procrastinate_completed", {"queue": queue}) or 0)
 
     def settle(self, conn: psycopg.Connection, queue: str) -> tuple[str, ...]:
         # The harness owns the queue; in production procrastinate's worker option `delete_jobs` or its
