@@ -54,6 +54,19 @@ SELECT pg_notify('{READY_CHANNEL}', id) FROM beat
 """The first heartbeat: the upsert, and the NOTIFY of `READY_CHANNEL` in the same statement."""
 
 
+def tell_ready(fd: int) -> int:
+    """In a worker's job process: write one byte to the readiness pipe `fd` its main process gave it (the
+    main process heartbeats from then on) and close it; returns -1, the descriptor's new value. A main
+    process that is gone is not the child's concern."""
+    if fd >= 0:
+        try:
+            os.write(fd, b"r")
+            os.close(fd)
+        except OSError:
+            pass
+    return -1
+
+
 def new_worker_id(adapter: str) -> str:
     """A unique worker id: adapter, host, PID and a random suffix (PIDs are reused)."""
     from shared import settings

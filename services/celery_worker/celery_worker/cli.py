@@ -292,13 +292,7 @@ def make_worker(args: argparse.Namespace) -> tuple[Celery, list[str]]:
 
     def ready(**_: Any) -> None:
         # Tell the main process, which heartbeats from now on: the harness's runs start then.
-        if args.ready_fd >= 0:
-            try:
-                os.write(args.ready_fd, b"r")
-                os.close(args.ready_fd)
-            except OSError:
-                pass
-            args.ready_fd = -1
+        args.ready_fd = heartbeat.tell_ready(args.ready_fd)
 
     signals.worker_ready.connect(ready, weak=False)
 

@@ -61,13 +61,7 @@ def child_setup(adapter: str, args: argparse.Namespace) -> str:
 
 def say_ready(args: argparse.Namespace) -> None:
     """In a child: tell the supervisor its worker is connected and about to take jobs."""
-    if args.ready_fd >= 0:
-        try:
-            os.write(args.ready_fd, b"r")
-            os.close(args.ready_fd)
-        except OSError:
-            pass
-        args.ready_fd = -1
+    args.ready_fd = heartbeat.tell_ready(args.ready_fd)
 
 
 @dataclass
