@@ -79,12 +79,13 @@ def test_stored_spec_round_trips():
     assert {c.who for c in s.cases if c.adapter == "pgqueuer"} == {"pgqueuer", "pgqueuer.batch10"}
     assert any(not c.recording for c in s.cases)
     # the recording overhead: for every adapter a pair of equal drains, recording on and off, each of the
-    # adapter's own size for its pace (100,000 pgqueue jobs would be minutes of procrastinate's)
+    # adapter's own size for its pace (50,000 pgqueue jobs would be minutes of procrastinate's), on its fastest
+    # variant (Celery: Redis rather than the SQL broker)
     off = {c.who: c for c in s.cases if not c.recording}
-    assert set(off) == {"pgqueue", "procrastinate", "pgqueuer", "celery.postgres.defaults"}
+    assert set(off) == {"pgqueue", "procrastinate", "pgqueuer", "celery.redis.defaults"}
     keys = {c.key for c in s.cases if c.recording}
     assert all(c.key.removesuffix(".norec") in keys for c in off.values())
-    assert off["pgqueue"].jobs == 100_000 and off["procrastinate"].jobs < off["pgqueuer"].jobs < 100_000
+    assert off["pgqueue"].jobs == 50_000 and off["procrastinate"].jobs < off["pgqueuer"].jobs < 50_000
 
 
 def test_the_celery_adapter_offers_the_brokers_and_configurations_celery_knows():

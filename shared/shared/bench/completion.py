@@ -3,7 +3,7 @@
 An adapter that can tell from its own tables (`Adapter.busy`, `Adapter.completed`) is polled first, recording or not, so
 that the paired runs of the recording overhead end on the same signal: a cheap poll every 20 ms until
 nothing is left to run, its completed count once a second for progress. The records, loaded by the
-workers at least every second, are then awaited; for the other adapters they are the only signal. A
+workers every 0.25 s, are then awaited; for the other adapters they are the only signal. A
 run whose count stops moving for `stall` seconds ends, and its missing jobs count as lost. A run that
 keeps no records takes its drain span from the adapter's own table (`Adapter.drain_span`).
 
