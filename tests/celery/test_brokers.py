@@ -9,7 +9,8 @@ import time
 import pytest
 
 from shared import celery_app, contract, db, settings
-from shared.bench.adapters.celery import WorkerOptions, delete_queue
+from shared.bench.adapters.brokers import delete_queue
+from shared.bench.adapters.celery import WorkerOptions
 from shared.bench.records import wait_finished
 
 from .conftest import concurrently, running_worker, unique

@@ -30,7 +30,8 @@ import psutil
 import pytest
 
 from shared import celery_app, settings
-from shared.bench.adapters.celery import WorkerOptions, delete_queue
+from shared.bench.adapters.brokers import delete_queue
+from shared.bench.adapters.celery import WorkerOptions
 from shared.bench.records import Record, read_spool
 from shared.bench.workers import WorkerProcess, worker_env
 

@@ -21,27 +21,23 @@ as an HTTP load needs).
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
-import fcntl
-import inspect
 import math
-import mmap
 import multiprocessing.connection
-import os
 import pickle
-import signal
 import socket
-import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
+
+from shared.bench.openloop_control import Control
+
+__all__ = ["Control", "Result", "Sender", "SenderError", "processes_for", "run", "share", "shutdown"]
 
 PER_PROCESS_RATE = 250.0
 """Arrivals per second one sender process is given (`processes_for`). One job per transaction costs a
@@ -59,6 +55,8 @@ SLEEP_SLICE_SECONDS = 0.05
 """A sender waiting for its next arrival looks at least this often whether the run was stopped."""
 IDLE_SECONDS = 600.0
 """A sender process kept between runs ends by itself after this long without one."""
+PROCESS_MODULE = "shared.bench.openloop_process"
+"""The module a sender process runs (`python -m`)."""
 
 
 class SenderError(RuntimeError):
@@ -143,212 +141,6 @@ class Result:
         return lags[min(len(lags) - 1, max(0, math.ceil(q / 100 * len(lags)) - 1))]
 
 
-@dataclass
-class Control:
-    """What the sender processes share, in a small file each maps (`path`), under an exclusive `flock` of it:
-    where the run stops (`stop_due`: no arrival due later is sent; infinite until the run stops), whether a
-    sender fell behind, and the due time of the last arrival each process sent. Admitting an arrival and
-    stopping the run are done under the lock, so that the arrivals sent are a prefix of the schedule.
-
-    A file rather than multiprocessing's shared memory and locks: those need multiprocessing's own helper
-    process, which outlives the run; the file is removed with it (`remove`)."""
-
-    path: str
-    processes: int
-    max_lag: float | None
-    _fd: int | None = field(default=None, init=False, repr=False, compare=False)
-    _map: mmap.mmap | None = field(default=None, init=False, repr=False, compare=False)
-
-    _STOP, _BEHIND, _LAST = 0, 8, 16
-
-    @classmethod
-    def new(cls, processes: int, max_lag: float | None) -> Control:
-        fd, path = tempfile.mkstemp(prefix="bench-openloop-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack(f"<dd{processes}d", math.inf, 0.0, *([-math.inf] * processes)))
-        return cls(path, processes, max_lag)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "processes": self.processes, "max_lag": self.max_lag}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
-
-    def _mapped(self) -> mmap.mmap:
-        if self._map is None:
-            self._fd = os.open(self.path, os.O_RDWR)
-            self._map = mmap.mmap(self._fd, 16 + 8 * self.processes)
-        return self._map
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[mmap.mmap]:
-        m = self._mapped()
-        assert self._fd is not None
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            yield m
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def _get(self, m: mmap.mmap, offset: int) -> float:
-        return float(struct.unpack_from("<d", m, offset)[0])
-
-    def admit(self, index: int, due: float, lag: float) -> bool:
-        """Whether process `index` sends its arrival due at `due`, `lag` seconds late. The first arrival
-        more than `max_lag` late stops the run where the furthest process got to."""
-        with self._locked() as m:
-            if self.max_lag is not None and lag > self.max_lag and math.isinf(self._get(m, self._STOP)):
-                struct.pack_into("<d", m, self._BEHIND, 1.0)
-                self._stop_here(m)
-            if due > self._get(m, self._STOP):
-                return False
-            struct.pack_into("<d", m, self._LAST + 8 * index, due)
-            return True
-
-    def stop(self) -> None:
-        """Stop the run: each process sends what is due up to the latest arrival already sent."""
-        with self._locked() as m:
-            if math.isinf(self._get(m, self._STOP)):
-                self._stop_here(m)
-
-    def _stop_here(self, m: mmap.mmap) -> None:
-        last = struct.unpack_from(f"<{self.processes}d", m, self._LAST)
-        struct.pack_into("<d", m, self._STOP, max(*last, -1e300))
-
-    @property
-    def stop_due(self) -> float:
-        return self._get(self._mapped(), self._STOP)
-
-    @property
-    def behind(self) -> bool:
-        return self._get(self._mapped(), self._BEHIND) > 0
-
-    def stopping_before(self, due: float) -> bool:
-        """The run stops before `due` (read without the lock: a hint for a waiting process)."""
-        return due > self.stop_due
-
-    def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def remove(self) -> None:
-        """Close it and remove its file (the harness, once every process ended)."""
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-
-# ---- the sender processes -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Share:
-    """What one process reports: its arrivals, when it finished, the largest lag it saw."""
-
-    arrivals: list[Arrival]
-    finished_at: float
-    max_lag_s: float
-
-
-async def _maybe(x: Awaitable[Any] | None) -> Any:
-    return await x if inspect.isawaitable(x) else x
-
-
-async def _outcome(arrival: Arrival, pending: Awaitable[Any]) -> None:
-    arrival.outcome = await pending
-
-
-async def _send_share(
-    sender: Sender, index: int, processes: int, n: int, start: float, rate: float, control: Control
-) -> _Share:
-    arrivals: list[Arrival] = []
-    running: set[asyncio.Task[None]] = set()
-    max_lag = 0.0
-    for seq in share(n, processes, index):
-        due = due_time(start, rate, seq)
-        while (left := due - time.time()) > 0 and not control.stopping_before(due):
-            await asyncio.sleep(min(left, SLEEP_SLICE_SECONDS))
-        sent_at = time.time()
-        max_lag = max(max_lag, sent_at - due)
-        if not control.admit(index, due, sent_at - due):
-            break
-        arrival = Arrival(seq, due, sent_at)
-        arrivals.append(arrival)
-        pending = sender.send(seq, due)
-        if inspect.isawaitable(pending):
-            task = asyncio.ensure_future(_outcome(arrival, pending))
-            running.add(task)
-            task.add_done_callback(running.discard)
-    if running:
-        await asyncio.gather(*running)
-    return _Share(arrivals, time.time(), max_lag)
-
-
-def _picklable(exc: BaseException, index: int) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # noqa: BLE001 - any exception that does not survive the pipe is described instead
-        return SenderError(f"sender process {index}: {type(exc).__name__}: {exc}")
-    return exc
-
-
-def _serve(conn: multiprocessing.connection.Connection) -> None:
-    """A sender process: runs one share of a run at a time, as the harness asks, until it is told to end
-    (None), the harness is gone (end of file), or it had no run for `IDLE_SECONDS`."""
-    # Ctrl-C reaches the whole process group: the harness decides when its senders stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    loop = asyncio.new_event_loop()
-    try:
-        while conn.poll(IDLE_SECONDS):
-            job = conn.recv()
-            if job is None or not _one_share(conn, loop, job):
-                return
-    except (EOFError, OSError):
-        return
-    finally:
-        loop.close()
-        conn.close()
-
-
-def _one_share(
-    conn: multiprocessing.connection.Connection, loop: asyncio.AbstractEventLoop, job: Any
-) -> bool:
-    """Learn the run, open, say ready, wait for the start, send the share, report; whether all went well
-    (else the process ends: the harness does not use it again)."""
-    path, blob = job
-    sys.path[:] = path  # the harness's, so that its opener's module imports here (before unpickling it)
-    sender: Sender | None = None
-    control: Control | None = None
-    index = -1
-    try:
-        index, processes, opener, n, rate, control = pickle.loads(blob)
-        sender = opener()
-        loop.run_until_complete(_maybe(sender.open()))
-        conn.send(("ready", None))
-        start = conn.recv()
-        if start is None:
-            return False
-        done = loop.run_until_complete(_send_share(sender, index, processes, n, start, rate, control))
-        closing, sender = sender, None
-        loop.run_until_complete(_maybe(closing.close()))
-        conn.send(("done", done))
-        return True
-    except BaseException as exc:  # noqa: BLE001 - reported to the harness, which raises it
-        with contextlib.suppress(OSError):
-            conn.send(("error", _picklable(exc, index)))
-        return False
-    finally:
-        if sender is not None:
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(_maybe(sender.close()))
-        if control is not None:
-            control.close()
-
-
 # ---- the harness's side ---------------------------------------------------------------------------------
 
 
@@ -369,7 +161,7 @@ class _Process:
         mine, theirs = socket.socketpair()
         with theirs:
             popen = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                [sys.executable, "-m", PROCESS_MODULE, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -551,11 +343,3 @@ def _end(procs: Sequence[_Process]) -> None:
             except subprocess.TimeoutExpired:
                 p.popen.kill()
                 p.popen.wait(2)
-
-
-if __name__ == "__main__":
-    # A sender process (`_Process.start`, with its end of a socket pair). Through the module's own name, so
-    # that what it reports unpickles in the harness as `shared.bench.openloop`'s classes.
-    from shared.bench import openloop
-
-    openloop._serve(multiprocessing.connection.Connection(int(sys.argv[1])))
