@@ -177,3 +177,29 @@ def test_a_sweep_runs_once_per_rate_in_rising_order():
     s = experiments.validate_spec(default_matrix(brokers=["postgres"], sweep_rates=(100.0, 300.0)))
     sweeps = [(c.who, c.rate) for c, _ in s.schedule() if c.scenario == "sweep"]
     assert sweeps == [(who, rate) for who in WHOS for rate in (100, 300)]
+
+
+def test_the_default_runs_only_the_pairs_marked_default_and_says_what_it_left_out(database_url):
+    # The default matrix keeps within its time budget: pgqueue's recording pair runs, the others' are named in
+    # the notes; --parts overhead (or --full) runs every adapter's pair.
+    import argparse
+
+    from shared import settings
+
+    def spec_for(*argv: str):
+        p = argparse.ArgumentParser()
+        compare.add_arguments(p)
+        args = p.parse_args(["--brokers", "postgres", *argv])
+        return compare.build_spec(args, settings.load())
+
+    s, notes = spec_for()
+    assert {c.adapter for c in s.cases if not c.recording} == {"pgqueue"}
+    assert any("recording pairs of procrastinate, pgqueuer, celery are left out" in n for n in notes), notes
+    s, notes = spec_for("--parts", "overhead")
+    assert {c.adapter for c in s.cases if not c.recording} == {
+        "pgqueue",
+        "procrastinate",
+        "pgqueuer",
+        "celery",
+    }
+    assert not any("recording pairs" in n for n in notes), notes

@@ -216,6 +216,7 @@ def default_matrix(
     sweep_rates: tuple[float, ...] = (1000.0, 3000.0),
     sweep_jobs: int = 10_000,
     p99_bound_ms: float = 50.0,
+    all_pairs: bool = True,
 ) -> dict[str, Any]:
     """The default matrix (docs/benchmark.md explains the sizes) as a spec dict whose cases carry their
     `part`: `variants` and `fault_variants` map each adapter to the variants it runs."""
@@ -245,7 +246,8 @@ def default_matrix(
                 sweep = {"jobs": sweep_jobs, "scenario": "sweep", "rate": rate, "p99_bound_ms": p99_bound_ms}
                 cases.append({**base, **sweep, "scheduling": "one_by_one", "part": "sweep"})
     for name, vs in variants.items():
-        if vs and adapters.get(name).counts_completions:
+        adapter = adapters.get(name)
+        if vs and adapter.counts_completions and (all_pairs or adapter.pair_by_default):
             # The recording overhead: a pair of noop drains, recording on and off, large enough that the
             # drain lasts long enough to measure (a 500-job drain ends in tens of milliseconds), and no
             # larger than the adapter's own size for its pace (some seconds, not minutes).
@@ -320,6 +322,9 @@ def build_spec(
             for v in adapter.fault_variants(brokers=brokers, full=args.full)
             if adapter.unavailable(v, s) is None
         ]
+    # Every adapter's recording pair with --full or when the part is asked for by name; the default runs
+    # only the pairs the adapters mark `pair_by_default`.
+    all_pairs = args.full or (args.parts is not None and "overhead" in parts)
     data = default_matrix(
         variants=variants,
         fault_variants=faults,
@@ -340,7 +345,15 @@ def build_spec(
         sweep_rates=tuple(sweep_rates(args)),
         sweep_jobs=args.sweep_jobs,
         p99_bound_ms=args.p99_bound_ms,
+        all_pairs=all_pairs,
     )
+    if "overhead" in parts and not all_pairs:
+        left = [n for n, vs in variants.items() if vs and not adapters.get(n).pair_by_default]
+        if left:
+            notes.append(
+                f"the recording pairs of {', '.join(left)} are left out of the default matrix (it keeps within "
+                "10 minutes); --full or --parts overhead runs them"
+            )
     data["cases"] = [c for c in data["cases"] if c.pop("part") in parts]
     if not data["cases"]:
         raise UsageError("nothing to run: the chosen adapters and parts leave no case")

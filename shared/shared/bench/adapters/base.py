@@ -102,6 +102,9 @@ class Adapter(abc.ABC):
     """The tables of the harness's database that a batch lands in: a held drain analyzes them between its
     enqueue and the release, so every queue meets its batch with fresh statistics (docs/benchmark.md, "Drain
     means drain")."""
+    pair_by_default: ClassVar[bool] = False
+    """Its recording pair is in the default matrix; the others' run with `--full` or `--parts overhead` (the
+    default matrix keeps within 10 minutes, docs/benchmark.md)."""
     counts_completions: ClassVar[bool] = False
     """`busy` and `completed` tell the end of a run without the records (from the queue's own tables, or its
     workers' own count), so it can run with recording off."""

@@ -50,10 +50,10 @@ FAULT_VISIBILITY_TIMEOUT = 10.0
 FAULT_RESTORE_INTERVAL = 2.0
 POOLS = ("prefork", "threads", "solo")
 WORKER_SCRIPT = "bench-celery-worker"
-RECORDING_PAIR_JOBS = {"postgres": 500, "redis": 3_000, "rabbitmq": 3_000}
+RECORDING_PAIR_JOBS = {"postgres": 500, "redis": 2_000, "rabbitmq": 4_000}
 """Jobs of each run of the recording pair per broker: some seconds of enqueue and drain on a quiet host at
-the rates measured here (a few hundred tasks/s on the SQL broker, both ways; some thousands on Redis and
-RabbitMQ). 1,500 on the SQL broker took 35 to 43 s at load 8 (docs/benchmark.md, "Recording overhead")."""
+the rates measured here (a few hundred tasks/s on the SQL broker, both ways; about 1,000 on Redis and 2,000
+on RabbitMQ, 7 Dec, quiet host). 1,500 on the SQL broker took 35 to 43 s at load 8 (docs/benchmark.md, "Recording overhead")."""
 
 
 @dataclass
