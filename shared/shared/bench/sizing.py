@@ -14,7 +14,7 @@ from shared.bench.spec import Case, Spec
 if TYPE_CHECKING:  # pragma: no cover - types only
     from shared.bench.executor import Executor
 
-PROBE_ENQUEUE_SECONDS = 2.5
+PROBE_ENQUEUE_SECONDS = 2.0
 """A sized drain's enqueue is kept within this (one job per transaction is slow for every queue)."""
 PROBE_MARGIN = 1.2
 """A sized drain takes the probe's rate times its time budget times this, so that it lasts the budget."""
