@@ -155,7 +155,9 @@ class Pgqueue(SupervisedAdapter):
     def redelivery(self, case: Case) -> str | None:
         return (
             "pgqueue's rescuer returns a dead worker's jobs once their worker's heartbeat is older than "
-            "`rescue_after` (15 s by default, PGQUEUE_RESCUE_AFTER) at its next pass (every 5 s)"
+            "`rescue_after` (15 s by default, PGQUEUE_RESCUE_AFTER) at its next pass (every 5 s); completions "
+            "are flushed in batches (every 20 ms), so a job the killed process finished but had not yet "
+            "flushed runs again (at least once, docs/pgqueue.md)"
         )
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
