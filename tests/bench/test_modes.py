@@ -270,3 +270,64 @@ def test_a_worker_without_the_module_is_named():
     ]
     assert fleet.without_module(rows, "q", "mine") == ["b/2"]
     assert fleet.without_module(rows[:1], "q", "mine") == []
+
+
+def test_a_lost_machine_and_the_relaxed_commit_end_to_end(attached_db, tmp_path):
+    """The whole-worker kill (main process and children, as a lost machine): pgqueue's replacement worker
+    rescues the dead worker's jobs, Celery `reliable` on RabbitMQ gets its unacknowledged tasks back when the
+    connection closes; none is lost. And pgqueue's relaxed variant (synchronous_commit off) drains like the
+    other, its durability read-out saying what it gives up."""
+    from shared import settings
+    from shared.bench.adapters.brokers import check_broker
+
+    cases = [
+        {"adapter": "pgqueue", "options": {"commit": "relaxed"}, "jobs": 300, "processes": 2, "slots": 2},
+        {
+            "adapter": "pgqueue",
+            "jobs": 150,
+            "workload": "sleep",
+            "params": {"ms": 50},
+            "scenario": "fault",
+            "fault": "kill_whole_worker",
+            "processes": 2,
+            "slots": 2,
+        },
+    ]
+    rabbit = check_broker("rabbitmq", settings.load()) is None
+    if rabbit:
+        cases.append(
+            {
+                **cases[1],
+                "adapter": "celery",
+                "options": {"broker": "rabbitmq", "config": "reliable"},
+                "processes": 1,
+                "slots": 4,
+            }
+        )
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({"repetitions": 1, "cases": cases}))
+    out = tmp_path / "report"
+    env = service_env(attached_db, PGQUEUE_RESCUE_AFTER="3", PGQUEUE_RESCUE_INTERVAL="0.5")
+    result = bench(
+        ["--spec", str(spec_file), "--output", str(out), "--no-calibration", "--stall-seconds", "15"],
+        env,
+        300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    relaxed = next(r for r in runs if r["scenario"] == "drain")
+    assert relaxed["who"] == "pgqueue.relaxed" and relaxed["status"] == "completed", relaxed["error"]
+    assert relaxed["audit"]["lost"] == 0 and relaxed["audit"]["executed"] == 300, relaxed["audit"]
+    assert relaxed["environment"]["durability"]["synchronous_commit"] == "off", relaxed["environment"][
+        "durability"
+    ]
+    faults = [r for r in runs if r["scenario"] == "fault"]
+    assert len(faults) == (2 if rabbit else 1), [r["case_key"] for r in faults]
+    for r in faults:
+        print(r["case_key"], r["fault"], r["audit"])
+        assert r["status"] == "completed" and r["fault"]["kind"] == "kill_whole_worker", (
+            r["error"],
+            r["fault"],
+        )
+        assert r["fault"]["victim_held_job"], r["fault"]
+        assert r["audit"]["lost"] == 0 and r["audit"]["executed"] == 150, r["audit"]
