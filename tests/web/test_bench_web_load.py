@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from shared.bench import openloop, webbench
+from shared.bench import httpload, openloop, webbench
 
 from .conftest import PASSWORD, served
 
@@ -21,7 +21,7 @@ def test_the_load_phase_sends_every_request_once_from_its_own_processes(pg_serve
         assert parts.hostname and parts.port
         client = webbench.Client(parts.hostname, parts.port)
         client.login()
-        opener = webbench.HttpOpener(parts.hostname, parts.port, "/pgqueue/", client.cookie, connections=2)
+        opener = httpload.HttpOpener(parts.hostname, parts.port, "/pgqueue/", client.cookie, connections=2)
         run = openloop.run(opener, 120, 60.0, processes=2)
         summary = webbench.load(parts.hostname, parts.port, client.cookie, "/pgqueue/", 60, 1, processes=2)
     assert run.processes == 2 and run.sent == 120
