@@ -122,8 +122,10 @@ def test_schemathesis_finds_no_failure_in_any_api_operation(pg_server, template_
             "examples,coverage,fuzzing",
             "--max-examples",
             "30",
+            # One worker: CPython 3.11.7 can fail "AST constructor recursion depth mismatch" when two threads
+            # compile at once (fixed in 3.11.8), and schemathesis' workers are threads.
             "--workers",
-            "2",
+            "1",
             "--exclude-operation-id",
             START,
             parameters={

@@ -84,9 +84,11 @@ def build_spec(args: argparse.Namespace) -> tuple[spec.Spec, dict[str, str]]:
     adapter = adapters.get(args.adapter)
     n = sizes(args)
     if args.no_record:
-        if not adapter.counts_completions:
+        if not (adapter.counts_completions and adapter.times_drains):
             raise UsageError(
-                f"{adapter.name} cannot run with the recorder off: it has no completion signal of its own"
+                f"{adapter.name} cannot run the queue command with the recorder off: its own tables do not tell "
+                "when its jobs started and finished; `make bench ARGS='--parts overhead'` measures its recording "
+                "pair by wall time"
             )
         n["latency_seconds"] = 0  # queue wait is read from the records
     cases: list[dict[str, Any]] = []

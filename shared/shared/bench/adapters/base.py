@@ -108,6 +108,9 @@ class Adapter(abc.ABC):
     counts_completions: ClassVar[bool] = False
     """`busy` and `completed` tell the end of a run without the records (from the queue's own tables, or its
     workers' own count), so it can run with recording off."""
+    times_drains: ClassVar[bool] = False
+    """`drain_span` tells a run's first start and last finish from the queue's own tables, so the `queue`
+    command can time a drain with the recorder off."""
     worker_script: ClassVar[str]
     """The console script of its worker service, which the harness starts in managed mode."""
     packages: ClassVar[tuple[str, ...]] = ()

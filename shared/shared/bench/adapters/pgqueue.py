@@ -86,6 +86,7 @@ class Pgqueue(SupervisedAdapter):
     )
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueue",)
     queue_tables: ClassVar[tuple[str, ...]] = ("queue.pgqueue_jobs",)
+    times_drains: ClassVar[bool] = True
     pair_by_default: ClassVar[bool] = True
     """Its recorder is the one this project builds, and its targets (docs/pgqueue.md) are taken with it on."""
     child_heartbeats = True
