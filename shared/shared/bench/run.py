@@ -111,9 +111,12 @@ def execute(
     finally:
         if held:
             assert group is not None
-            if sent is not None and not interrupted:
-                gate["analyzed_s"] = analyze_queue(x, case)
-            gate["released_at"] = group.release()
+            try:
+                if sent is not None and not interrupted:
+                    gate["analyzed_s"] = analyze_queue(x, case)
+            finally:
+                # released whatever the analyze did: a held group left stopped would stall every later run
+                gate["released_at"] = group.release()
         # Closed after the release: a connection's goodbye is not the workers' to wait for.
         enqueuer.close()
     if sent is not None:

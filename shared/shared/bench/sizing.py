@@ -80,10 +80,12 @@ def _drain(x: Executor, case: Case, jobs: int, probe_id: int) -> dict[str, Any]:
         group.hold()
         sent = scenarios.enqueue(case, enqueuer, probe_id, x.should_stop)
     finally:
-        if sent is not None:
-            run.analyze_queue(x, case)
-        group.release()
-        enqueuer.close()
+        try:
+            if sent is not None:
+                run.analyze_queue(x, case)
+        finally:
+            group.release()
+            enqueuer.close()
     waited = completion.wait_for_end(
         x.db,
         probe_id,
