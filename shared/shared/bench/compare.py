@@ -22,7 +22,7 @@ from typing import Any
 
 from shared import settings, workloads
 from shared.bench import adapters, openloop, spec, terms
-from shared.bench.usage import UsageError, choices, positive
+from shared.bench.usage import UsageError, add_workloads_argument, choices, positive
 
 PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "steady", "overlap", "fault", "overhead", "workloads")
 DEFAULT_PARTS = ("noop-one", "noop-bulk", "sleep", "sweep", "fault", "overhead", "workloads")
@@ -85,12 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sleep-jobs", type=int, default=300, help="jobs of each sleep drain's probe")
     p.add_argument("--sleep-ms", type=float, default=10.0, help="milliseconds each sleep job sleeps")
-    p.add_argument(
-        "--workloads",
-        metavar="MODULES",
-        default=None,
-        help="modules that register your own workloads, comma-separated (also BENCH_WORKLOADS; docs/benchmark.md)",
-    )
+    add_workloads_argument(p)
     p.add_argument(
         "--workload-jobs",
         type=int,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.bench import adapters, spec, stats
-from shared.bench.usage import UsageError, positive
+from shared.bench.usage import UsageError, add_workloads_argument, positive
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,12 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip-large", "--skip-million", dest="skip_large", action="store_true", help="no large run"
     )
-    p.add_argument(
-        "--workloads",
-        metavar="MODULES",
-        default=None,
-        help="modules that register your own workloads, comma-separated (also BENCH_WORKLOADS; docs/benchmark.md)",
-    )
+    add_workloads_argument(p)
     p.add_argument(
         "--no-record",
         action="store_true",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 
 
@@ -27,3 +28,14 @@ def positive(**values: float) -> None:
     for name, value in values.items():
         if value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value:g}")
+
+
+def add_workloads_argument(p: argparse.ArgumentParser) -> None:
+    """`--workloads MODULES`, which every command that runs jobs takes (the CLI imports the modules before
+    anything starts: `shared.bench.cli`)."""
+    p.add_argument(
+        "--workloads",
+        metavar="MODULES",
+        default=None,
+        help="modules that register your own workloads, comma-separated (also BENCH_WORKLOADS; docs/benchmark.md)",
+    )
