@@ -287,12 +287,10 @@ class Completer(threading.Thread):
             cur.execute(
                 queries.get("fail"),
                 {
-                    "ids": [f.id for f in failures],
-                    "attempts": [f.attempt for f in failures],
-                    "delays": [f.delay for f in failures],
-                    "discards": [f.discard for f in failures],
-                    "errors": [Jsonb(f.error) for f in failures],
-                    "worker_id": self.worker_id,
+                    **self._complete_params([f.id for f in failures], [f.attempt for f in failures]),
+                    "entries": Jsonb(
+                        {str(f.id): {"discard": f.discard, "delay": f.delay, "error": f.error} for f in failures}
+                    ),
                 },
             )
             if ids:

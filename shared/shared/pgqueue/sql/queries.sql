@@ -125,10 +125,12 @@ UPDATE queue.pgqueue_jobs j
         AND j.id * 65536 + j.attempt = ANY(%(keys)s::bigint[])) IS TRUE;
 
 -- fail --
--- A batch of failed attempts, found and checked as in complete: each error is appended; the job is
--- retryable after its delay (computed by the worker: shared.contract.retry_delay), or discarded
--- (final) when it has used max_attempts or the worker says it cannot ever succeed (unknown task).
--- f holds the job's entries in the batch's arrays, at its position there.
+-- A batch of failed attempts, found and checked as in complete (the same hashed %(keys)s): each error is
+-- appended; the job is retryable after its delay (computed by the worker: shared.contract.retry_delay),
+-- or discarded (final) when it has used max_attempts or the worker says it cannot ever succeed (unknown
+-- task). Each job's entry, {"discard", "delay", "error"}, is looked up by its id in %(entries)s, one
+-- jsonb object keyed by id (a binary search of its sorted keys), not by its position in the batch's
+-- arrays: array_position per row made a flush of many failures quadratic, as it did for complete.
 UPDATE queue.pgqueue_jobs j
    SET (state, run_at, finished_at, errors) = (
        SELECT CASE WHEN f.final THEN 'discarded' ELSE 'retryable' END::queue.pgqueue_job_state,
@@ -138,12 +140,11 @@ UPDATE queue.pgqueue_jobs j
                   f.error || jsonb_build_object(
                       'attempted_at', j.attempted_at, 'failed_at', now(),
                       'retry_at', CASE WHEN f.final THEN NULL ELSE now() + make_interval(secs => f.delay) END))
-         FROM (SELECT (%(discards)s::boolean[])[p.i] OR j.attempt >= j.max_attempts,
-                      (%(delays)s::float8[])[p.i], (%(errors)s::jsonb[])[p.i]
-                 FROM (SELECT array_position(%(ids)s::bigint[], j.id)) AS p(i)) AS f(final, delay, error))
+         FROM (SELECT (e->>'discard')::boolean OR j.attempt >= j.max_attempts, (e->>'delay')::float8, e->'error'
+                 FROM (SELECT %(entries)s::jsonb -> j.id::text) AS x(e)) AS f(final, delay, error))
  WHERE j.id = ANY(%(ids)s::bigint[])
    AND (j.state = 'running' AND j.worker_id = %(worker_id)s::text
-        AND j.attempt = (%(attempts)s::smallint[])[array_position(%(ids)s::bigint[], j.id)]) IS TRUE;
+        AND j.id * 65536 + j.attempt = ANY(%(keys)s::bigint[])) IS TRUE;
 
 -- hand_back --
 -- Graceful shutdown: jobs this worker claimed and did not finish go back to available without penalty
