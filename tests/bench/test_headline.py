@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.bench.report import figures
+from shared.bench import stats, terms
+from shared.bench.report import figures, markdown
 
 
 def _est(median: float, low: float, high: float) -> dict:
@@ -57,6 +58,35 @@ def test_the_sweep_verdict_is_the_highest_sustained_rate_under_the_bound():
     # 300/s was sustained but its p99 is over 50 ms; 1,000/s saturated: 100/s is the verdict
     assert line["highest_rate_under_bound"] == 100
     assert "sustains **100 jobs/s** with p99 under 50 ms" in figures.headline({}, [line])["sweep"][0]
+
+
+def test_a_short_sweep_bounds_the_p95_its_jobs_carry_and_says_so():
+    # 2,000 jobs per rate leave 100 samples beyond the p95 and 20 beyond the p99: the verdict bounds the p95
+    assert stats.highest_carried(2_000, terms.SWEEP_PERCENTILES) == "p95"
+    assert stats.highest_carried(10_000, terms.SWEEP_PERCENTILES) == "p99"
+    assert stats.highest_carried(500, terms.SWEEP_PERCENTILES) == "p95"  # too few for either: "n too small"
+
+    def run(rate: float, p95: float | None, saturation: str | None) -> dict:
+        point = {
+            "offered_rate": rate,
+            "saturation": saturation,
+            "p99_bound_ms": 50.0,
+            "bound_percentile": "p95",
+        }
+        e2e = {"p50": 1.0, "p95": p95, "p99": None, "p99.9": None, "n": 2_000}
+        return {
+            "scenario": "sweep",
+            "case_key": f"q/sweep@{rate:g}/s/noop/one_by_one/n2000/p1s10",
+            "status": "completed",
+            "error": None,
+            "metrics": {"sweep": point, "latency_ms": {"end_to_end": e2e}},
+        }
+
+    (line,) = figures.sweep([run(300, 8.0, None), run(1000, 70.0, None)])
+    assert line["percentile"] == "p95" and line["highest_rate_under_bound"] == 300
+    assert "sustains **300 jobs/s** with p95 under 50 ms" in figures.headline({}, [line])["sweep"][0]
+    text = "\n".join(markdown._sweep([line]))
+    assert "highest rate with p95 < bound" in text and "too few for a p99" in text
 
 
 def test_a_one_by_one_sized_drain_compares_its_enqueue_rate_not_its_drain():

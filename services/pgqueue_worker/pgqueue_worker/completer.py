@@ -289,7 +289,10 @@ class Completer(threading.Thread):
                 {
                     **self._complete_params([f.id for f in failures], [f.attempt for f in failures]),
                     "entries": Jsonb(
-                        {str(f.id): {"discard": f.discard, "delay": f.delay, "error": f.error} for f in failures}
+                        {
+                            str(f.id): {"discard": f.discard, "delay": f.delay, "error": f.error}
+                            for f in failures
+                        }
                     ),
                 },
             )

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from shared.bench import audit, dbload, metrics, store, terms
+from shared.bench import audit, dbload, metrics, stats, store, terms
 from shared.bench.scenarios import EnqueueResult
 from shared.bench.spec import Case
 
@@ -112,4 +112,5 @@ def sweep_point(case: Case, sent: EnqueueResult, finishes: list[float]) -> dict[
         "sent": sent.sent,
         "saturation": saturation,
         "p99_bound_ms": case.p99_bound_ms,
+        "bound_percentile": stats.highest_carried(case.jobs, terms.SWEEP_PERCENTILES),
     }

@@ -46,6 +46,12 @@ def enough_for(n: int, p: float, tail: int = MIN_TAIL) -> bool:
     return n * (100.0 - p) / 100.0 >= tail - 1e-9
 
 
+def highest_carried(n: int, ps: Sequence[float], tail: int = MIN_TAIL) -> str:
+    """The name (`"p99"`) of the first percentile of `ps` that `n` samples carry (`enough_for`), else of
+    the last: `ps` are listed highest first."""
+    return f"p{next((p for p in ps if enough_for(n, p, tail)), ps[-1]):g}"
+
+
 def percentiles(
     values: Sequence[float], ps: Sequence[float] = PERCENTILES, tail: int = 0
 ) -> dict[str, float | None]:

@@ -39,4 +39,8 @@ SWEEP_MAX_LAG_SECONDS = 1.0
 SWEEP_MIN_DELIVERED = 0.8
 """A sweep rate is saturated when jobs finish at less than this fraction of the offered rate."""
 P99_BOUND_MS = 50.0
-"""The default bound of the sweep's verdict: the highest rate sustained with p99 under it."""
+"""The default bound of the sweep's verdict: the highest rate sustained with p99 under it (p95 in a sweep
+too short for a p99)."""
+SWEEP_PERCENTILES = (99.0, 95.0)
+"""The percentiles a sweep's bound can apply to, highest first: the first that its jobs per rate carry
+(`stats.highest_carried`; p99 needs 10,000 jobs, p95 2,000), else the last."""

@@ -233,7 +233,7 @@ def _registry_order(who: str) -> int:
 
 def _sweep(sweeps: list[dict[str, Any]]) -> list[str]:
     """The load sweep: each variant's rates, their latencies, and its highest rate under the bound."""
-    bound = sweeps[0]["bound_ms"]
+    bound, pct = sweeps[0]["bound_ms"], sweeps[0]["percentile"]
     out = [
         "## Load sweep: latency against offered load",
         "",
@@ -242,12 +242,11 @@ def _sweep(sweeps: list[dict[str, Any]]) -> list[str]:
         "p99 of how late the jobs left). "
         f"A rate is *saturated* (`sender`: the harness fell {terms.SWEEP_MAX_LAG_SECONDS:g} s behind its "
         f"schedule and stopped; `queue`: jobs finished at under {terms.SWEEP_MIN_DELIVERED:.0%} of the offered rate) "
-        f"and stops the higher rates. Verdict: the highest rate sustained with p99 under {_fmt(bound)} ms "
-        "(a p99 with fewer than 100 samples beyond it does not count). Chart: `sweep.png`.",
+        f"and stops the higher rates. Verdict: the highest rate sustained with {pct} under {_fmt(bound)} ms "
+        f"(a percentile with fewer than 100 samples beyond it does not count{_short_sweep(pct)}). "
+        "Chart: `sweep.png`.",
         "",
-        "| variant | highest rate with p99 < bound | "
-        + " | ".join(["rate: p50 / p99 / p99.9 ms (status)"])
-        + " |",
+        f"| variant | highest rate with {pct} < bound | rate: p50 / p95 / p99 / p99.9 ms (status) |",
         "|---|---|---|",
     ]
     for line in sweeps:
@@ -255,7 +254,8 @@ def _sweep(sweeps: list[dict[str, Any]]) -> list[str]:
         cells = "; ".join(
             f"{_fmt(p['rate'])}/s: "
             + " / ".join(
-                stats.N_TOO_SMALL if p[k] is None else _fmt(p[k]) for k in ("p50_ms", "p99_ms", "p99.9_ms")
+                stats.N_TOO_SMALL if p[k] is None else _fmt(p[k])
+                for k in ("p50_ms", "p95_ms", "p99_ms", "p99.9_ms")
             )
             + f" ({p['status']}{_senders(p)})"
             if p["status"] not in ("cancelled", "failed")
@@ -267,6 +267,16 @@ def _sweep(sweeps: list[dict[str, Any]]) -> list[str]:
         )
     out.append("")
     return out
+
+
+def _short_sweep(pct: str) -> str:
+    """Why a sweep's verdict bounds a percentile other than p99: its jobs per rate carry none."""
+    if pct == "p99":
+        return ""
+    return (
+        f"; this sweep's jobs per rate are too few for a p99, so its verdict bounds the {pct}: `--full` or "
+        "`--sweep-jobs 10000` bounds the p99"
+    )
 
 
 def _senders(point: dict[str, Any]) -> str:

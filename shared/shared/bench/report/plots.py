@@ -125,19 +125,20 @@ def sweep(out: Path, lines: list[dict[str, Any]]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    pct = lines[0].get("percentile") or "p99"
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for line in lines:
-        pts = [p for p in line["points"] if p["p99_ms"] is not None]
+        pts = [p for p in line["points"] if p[f"{pct}_ms"] is not None]
         if not pts:
             continue
         (handle,) = ax.plot(
-            [p["rate"] for p in pts], [p["p99_ms"] for p in pts], marker="o", label=line["who"]
+            [p["rate"] for p in pts], [p[f"{pct}_ms"] for p in pts], marker="o", label=line["who"]
         )
         bad = [p for p in pts if p["status"] != "sustained"]
         if bad:
             ax.scatter(
                 [p["rate"] for p in bad],
-                [p["p99_ms"] for p in bad],
+                [p[f"{pct}_ms"] for p in bad],
                 marker="x",
                 s=80,
                 color=handle.get_color(),
@@ -147,8 +148,8 @@ def sweep(out: Path, lines: list[dict[str, Any]]) -> list[Path]:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered rate (jobs/s, open loop)")
-    ax.set_ylabel("end-to-end p99 (ms)")
-    ax.set_title("Load sweep: p99 against offered load (x: saturated)")
+    ax.set_ylabel(f"end-to-end {pct} (ms)")
+    ax.set_title(f"Load sweep: {pct} against offered load (x: saturated)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "sweep.png"
