@@ -306,6 +306,9 @@ def test_the_queue_command_gives_pgqueue_figures_beside_the_raw_ceiling(pg_serve
         assert "| drain of 300 noop jobs, jobs/s |" in result.stdout, result.stdout
         figures = json.loads((tmp_path / "q.json").read_text())
         assert figures["raw"]["drain"] > 0 and figures["raw"]["copy"] > 0, figures
+        # the floor of a queue's wait: a committed INSERT and its NOTIFY, claimed by a listener
+        assert 0 < figures["raw"]["pickup_p50_ms"] <= figures["raw"]["pickup_p99_ms"], figures["raw"]
+        assert "(INSERT+NOTIFY to claim)" in result.stdout
         assert list(figures["variants"]) == ["pgqueue"], figures["variants"]
         variant = figures["variants"]["pgqueue"]
         assert variant["drain"]["jobs"] == 300 and variant["drain"]["jobs_per_s"] > 0, variant

@@ -7,7 +7,10 @@ On `queue.pgqueue_calibration` (a primary key and a claim index, nothing else), 
   complete them in one statement (committed synchronously), in a loop; no job body, no recording;
 - **copy**: one plain COPY of the same rows (a bulk enqueue, minus validation and indexes);
 - **insert**: one single-row INSERT per transaction (a one-by-one enqueue);
-- **notify**: the LISTEN/NOTIFY round trip (p50 and p99, ms), the floor of enqueue-to-start latency.
+- **notify**: the LISTEN/NOTIFY round trip (p50 and p99, ms), the floor of enqueue-to-start latency;
+- **pickup**: enqueue to claim (p50 and p99, ms) of one job at a time at 200 jobs/s: an INSERT and its NOTIFY
+  committed in one statement, and a listener that claims on another connection at each notification. It is
+  the floor of a queue's wait with its commits (the enqueue's is flushed to disk), where `notify` has none.
 
 Each rate is jobs per second.
 """
@@ -106,6 +109,36 @@ def raw_notify(url: str, count: int = 300, interval: float = 0.005) -> dict[str,
     return {"notify_p50_ms": p["p50"], "notify_p99_ms": p["p99"]}
 
 
+def raw_pickup(url: str, count: int = 400, interval: float = 0.005) -> dict[str, float | None]:
+    """Enqueue (before the INSERT) to claim (its rows back), p50 and p99 in ms, of `count` jobs sent one per
+    `interval` seconds, each claimed by a listener as its notification arrives (the table is emptied first)."""
+    _empty(url)
+    listener = db.connect(url, role="calibrate-listen", autocommit=True)
+    listener.execute(store.q("calibration_listen"))
+    delays: list[float] = []
+
+    def pick() -> None:
+        with db.connect(url, role="calibrate-claim", autocommit=True) as claim:
+            claim.execute("SET synchronous_commit TO off")  # as raw_drain's claims, and a queue's can
+            for _ in listener.notifies(timeout=count * interval + 10):
+                rows = claim.execute(store.q("calibration_claim"), {"limit": 10}, prepare=True).fetchall()
+                now = time.time()
+                delays.extend((now - r[3]["enqueued_at"]) * 1000 for r in rows)
+                if len(delays) >= count:
+                    break
+
+    thread = threading.Thread(target=pick, daemon=True)
+    thread.start()
+    with db.connect(url, role="calibrate", autocommit=True) as conn:
+        for _ in range(count):
+            conn.execute(store.q("calibration_enqueue_notify"), {"enqueued_at": time.time()}, prepare=True)
+            time.sleep(interval)
+    thread.join(count * interval + 15)
+    listener.close()
+    p = stats.percentiles(delays, (50.0, 99.0))
+    return {"pickup_p50_ms": p["p50"], "pickup_p99_ms": p["p99"]}
+
+
 def raw_ceiling(url: str, jobs: int = 100_000, insert_jobs: int | None = None) -> dict[str, Any]:
     """The raw ceiling on `url`: `{"drain": jobs/s, "copy": jobs/s, "insert": jobs/s, "notify_p50_ms": ...}`,
     with `jobs_per_second` the drain (the figure drains are compared with).
@@ -125,6 +158,7 @@ def raw_ceiling(url: str, jobs: int = 100_000, insert_jobs: int | None = None) -
         "copy": raw_copy(url, jobs),
         "insert": raw_insert(url, insert_jobs),
         **raw_notify(url),
+        **raw_pickup(url),
     }
     _empty(url)
     return result

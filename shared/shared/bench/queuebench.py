@@ -140,7 +140,15 @@ def figures(results: dict[str, Any], parts: dict[str, str]) -> dict[str, Any]:
     rounds = results["calibration"]["rounds"]
     raw = {
         k: stats.median([r[k] for r in rounds if r.get(k) is not None])
-        for k in ("drain", "copy", "insert", "notify_p50_ms", "notify_p99_ms")
+        for k in (
+            "drain",
+            "copy",
+            "insert",
+            "notify_p50_ms",
+            "notify_p99_ms",
+            "pickup_p50_ms",
+            "pickup_p99_ms",
+        )
     }
     out: dict[str, Any] = {
         "raw": raw,
@@ -224,7 +232,8 @@ def print_figures(out: Path, args: argparse.Namespace, parts: dict[str, str]) ->
     print(
         f"raw ceiling (median of {args.repeat} rounds): drain {_f(raw['drain'])}/s (claim 100 + complete), "
         f"COPY {_f(raw['copy'])}/s, single INSERT {_f(raw['insert'])}/s, NOTIFY round trip "
-        f"p50 {_f(raw['notify_p50_ms'], '.2f')} ms, p99 {_f(raw['notify_p99_ms'], '.2f')} ms"
+        f"p50 {_f(raw['notify_p50_ms'], '.2f')} ms, p99 {_f(raw['notify_p99_ms'], '.2f')} ms, INSERT+NOTIFY to "
+        f"claim at 200/s p50 {_f(raw['pickup_p50_ms'], '.2f')} ms, p99 {_f(raw['pickup_p99_ms'], '.2f')} ms"
     )
     for who, v in fig["variants"].items():
         r, d, lat = v["ratios"], v.get("drain") or {}, v.get("latency") or {}
@@ -243,7 +252,8 @@ def print_figures(out: Path, args: argparse.Namespace, parts: dict[str, str]) ->
         if lat:
             print(
                 f"| queue wait at {args.rate:g} jobs/s, p50 / p99 / p99.9 ms | {_p(lat['p50'])} / {_p(lat['p99'])} / "
-                f"{_p(lat['p99.9'])} | {_f(raw['notify_p50_ms'], '.2f')} / {_f(raw['notify_p99_ms'], '.2f')} (NOTIFY) | |"
+                f"{_p(lat['p99.9'])} | {_f(raw['notify_p50_ms'], '.2f')} / {_f(raw['notify_p99_ms'], '.2f')} (NOTIFY); "
+                f"{_f(raw['pickup_p50_ms'], '.2f')} / {_f(raw['pickup_p99_ms'], '.2f')} (INSERT+NOTIFY to claim) | |"
             )
         print(
             f"| worker start-up s, CPU s, peak PSS MB (drain) | {_f(d.get('startup_s'), '.2f')}, {_f(d.get('cpu_s'), '.1f')}, {_f(d.get('peak_pss_mb'))} | | |"

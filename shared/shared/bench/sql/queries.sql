@@ -386,3 +386,12 @@ LISTEN pgqueue_calibration;
 
 -- calibration_notify --
 SELECT pg_notify('pgqueue_calibration', %(payload)s);
+
+-- calibration_enqueue_notify --
+-- One job inserted and announced in one committed statement, as a queue's one-by-one enqueue at the least.
+WITH job AS (
+    INSERT INTO queue.pgqueue_calibration (task, params, meta)
+    VALUES ('noop', '{}', jsonb_build_object('enqueued_at', %(enqueued_at)s::float8))
+    RETURNING id
+)
+SELECT pg_notify('pgqueue_calibration', '') FROM job;
