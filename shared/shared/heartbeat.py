@@ -20,38 +20,33 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from shared import workloads
+from shared import sqlfile, workloads
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
+QUERIES = sqlfile.Queries(Path(__file__).with_name("sql") / "heartbeat.sql")
+"""The named queries of `queue.workers` (`sql/heartbeat.sql`): every statement of the project's on the table
+but pgqueue's own (docs/architecture.md, "SQL")."""
 READY_CHANNEL = "queue_workers"
 """A worker's first heartbeat also NOTIFYs this channel (payload: its id), so that whoever waits for it to
-be ready (the benchmark harness) is woken at once instead of polling `queue.workers`."""
+be ready (the benchmark harness) is woken at once instead of polling `queue.workers`. The channel is
+named in `sql/heartbeat.sql` (`worker_beat`, `listen_workers`); tests/unit/test_heartbeat_sql.py holds the
+two equal."""
 
-UPSERT = """
-INSERT INTO queue.workers (id, adapter, host, pid, queues, processes, slots, info, started_at, heartbeat_at,
-                           spool_loaded_at)
-VALUES (%(id)s, %(adapter)s, %(host)s, %(pid)s, %(queues)s, %(processes)s, %(slots)s, %(info)s, now(), now(),
-        %(spool_loaded_at)s)
-ON CONFLICT (id) DO UPDATE
-   SET heartbeat_at = now(),
-       info = EXCLUDED.info,
-       queues = EXCLUDED.queues,
-       spool_loaded_at = coalesce(EXCLUDED.spool_loaded_at, queue.workers.spool_loaded_at),
-       stopped_at = NULL
-"""
-# Built from two constants of this module, no input.
-FIRST_UPSERT = f"""
-WITH beat AS ({UPSERT} RETURNING id)
-SELECT pg_notify('{READY_CHANNEL}', id) FROM beat
-"""  # noqa: S608
-"""The first heartbeat: the upsert, and the NOTIFY of `READY_CHANNEL` in the same statement."""
+
+def rows(conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The rows of the heartbeat query `name` on `conn`, as dicts."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(QUERIES[name], params)
+        return cur.fetchall()
 
 
 def tell_ready(fd: int) -> int:
@@ -152,7 +147,7 @@ class Heartbeat(threading.Thread):
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = db.connect(self.database_url, role=f"{i.adapter}-heartbeat", autocommit=True)
-                self._conn.execute(UPSERT if self._announced else FIRST_UPSERT, params)
+                self._conn.execute(QUERIES["worker_beat"], {**params, "announce": not self._announced})
                 self._announced = True
             except psycopg.Error as exc:
                 self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -177,9 +172,7 @@ class Heartbeat(threading.Thread):
         with self._lock:
             try:
                 if self._conn is not None:
-                    self._conn.execute(
-                        "UPDATE queue.workers SET stopped_at = now() WHERE id = %s", (self.identity.id,)
-                    )
+                    self._conn.execute(QUERIES["worker_stopped"], {"id": self.identity.id})
                     self._conn.close()
             except psycopg.Error:
                 pass
@@ -191,17 +184,9 @@ class Heartbeat(threading.Thread):
 # row is not stopped and its heartbeat is recent. A worker that exits (exit 2: its broker or database does
 # not answer) or whose heartbeat thread cannot reach the database fails the check.
 
-# A heartbeat older than this is stale: the admin pages' "fresh" (services/web/web/runs.py), 7 beats of 2 s.
+# A heartbeat older than this is stale, 7 beats of 2 s: the web's pages pass it as `within` (services/web/web/runs.py,
+# web/celery_info.py) to say which workers are fresh.
 HEALTH_MAX_AGE = 15.0
-
-FRESHEST_RUNNING = """
-SELECT id, extract(epoch FROM now() - heartbeat_at)::float8 AS age
-  FROM queue.workers
- WHERE adapter = %(adapter)s AND host = %(host)s AND stopped_at IS NULL
-   AND (%(pid)s::integer IS NULL OR pid = %(pid)s::integer)
- ORDER BY heartbeat_at DESC
- LIMIT 1
-"""
 
 
 @dataclass(frozen=True)
@@ -236,7 +221,9 @@ def check(
             connect_timeout=3,
             options="-c statement_timeout=2000",
         ) as conn:
-            row = conn.execute(FRESHEST_RUNNING, {"adapter": adapter, "host": host, "pid": pid}).fetchone()
+            row = conn.execute(
+                QUERIES["worker_freshest_running"], {"adapter": adapter, "host": host, "pid": pid}
+            ).fetchone()
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Health(False, f"cannot read the heartbeat of the {who}: {first}")

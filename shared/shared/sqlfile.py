@@ -4,7 +4,8 @@ A file holds one query per `-- name --` header; the text between two headers is 
 pasted into psql as it is. Whole-line `--` comments are documentation for the reader and are dropped
 here, so that a placeholder or a percent sign in prose never reaches psycopg's parameter parser.
 pgqueue's queries (`shared/pgqueue/sql/queries.sql`), the benchmark harness's
-(`shared/bench/sql/queries.sql`) and the recorder's (`shared/sql/spool.sql`) are all read with `Queries`.
+(`shared/bench/sql/queries.sql`), the recorder's (`shared/sql/spool.sql`) and the workers' heartbeats'
+(`shared/sql/heartbeat.sql`) are all read with `Queries`.
 """
 
 from __future__ import annotations

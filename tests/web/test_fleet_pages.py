@@ -90,3 +90,35 @@ def test_a_report_outlives_its_folder_and_the_web_process_and_downloads_from_its
         assert anonymous.get(f"/runs/experiments/{eid}/report/results.json").status_code in (302, 401)
     finally:
         dispose(app)
+
+
+def test_the_celery_page_reads_the_heartbeats_through_the_named_queries(app, database_url):
+    """`/celery/`'s heartbeat table and the queues it asks each broker for come from `queue.workers`
+    (shared/sql/heartbeat.sql): running workers first, `alive` while fresh and not stopped."""
+    from web import celery_info
+
+    def identity(broker: str, queue: str) -> heartbeat.WorkerIdentity:
+        return heartbeat.WorkerIdentity(
+            heartbeat.new_worker_id("celery"), "celery", [queue], info={"broker": broker}, host="host-b"
+        )
+
+    gone = heartbeat.Heartbeat(identity("redis", "q-gone"), database_url)
+    assert gone.beat()
+    gone.stop()
+    live = heartbeat.Heartbeat(identity("redis", "q-live"), database_url)
+    assert live.beat()
+    other = heartbeat.Heartbeat(identity("postgres", "q-sql"), database_url)
+    assert other.beat()
+    try:
+        with app.app_context():
+            workers = celery_info.heartbeat_workers()
+            queues = celery_info._heartbeat_queues("redis")
+    finally:
+        live.stop()
+        other.stop()
+    assert [w["id"] for w in workers][-1] == gone.identity.id, "a stopped worker comes last"
+    by_id = {w["id"]: w for w in workers}
+    assert by_id[live.identity.id]["alive"] and not by_id[gone.identity.id]["alive"]
+    assert by_id[live.identity.id]["broker"] == "redis" and by_id[live.identity.id]["host"] == "host-b"
+    assert by_id[gone.identity.id]["stopped_at"] is not None
+    assert {"q-gone", "q-live"} <= set(queues) and "q-sql" not in queues

@@ -150,8 +150,8 @@ class Supervisor:
             if self._mark_conn is None or self._mark_conn.closed:
                 self._mark_conn = db.connect(self.database_url, role="pgqueue-supervisor", autocommit=True)
             self._mark_conn.execute(
-                "UPDATE queue.workers SET spool_loaded_at = %s WHERE id LIKE %s",
-                (dt.datetime.fromtimestamp(wall_time, dt.UTC), self.worker_id.replace("_", "\\_") + "-%"),
+                heartbeat.QUERIES["worker_processes_spool_loaded"],
+                {"loaded_at": dt.datetime.fromtimestamp(wall_time, dt.UTC), "id": self.worker_id},
             )
         except psycopg.Error:
             if self._mark_conn is not None:
@@ -163,10 +163,7 @@ class Supervisor:
         try:
             if self._reap_conn is None or self._reap_conn.closed:
                 self._reap_conn = db.connect(self.database_url, role="pgqueue-supervisor", autocommit=True)
-            self._reap_conn.execute(
-                "UPDATE queue.workers SET stopped_at = now() WHERE id = %s AND stopped_at IS NULL",
-                (worker_id,),
-            )
+            self._reap_conn.execute(heartbeat.QUERIES["worker_stopped"], {"id": worker_id})
         except psycopg.Error:
             if self._reap_conn is not None:
                 self._reap_conn.close()

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from shared import celery_app, models, settings
+from shared import celery_app, heartbeat, settings
 from web import cache, database, serializers
 
 DEPTH_CAP = 100_000
@@ -74,16 +74,16 @@ ESTIMATED_ROWS = sa.text(
 
 
 def _heartbeat_queues(broker: str) -> list[str]:
-    W = models.Worker.__table__
+    """The queues Celery's workers on `broker` consume, as their heartbeats say, and the default queue."""
     with database.admin_conn("queue") as conn:
-        rows = conn.execute(
-            sa.select(W.c.queues)
-            .where(W.c.adapter == "celery", W.c.info["broker"].astext == broker)
-            .limit(200)
-        ).all()
+        rows = heartbeat.rows(
+            database.raw(conn),
+            "worker_queues_on_broker",
+            {"adapter": "celery", "broker": broker, "limit": 200},
+        )
     names = {celery_app.DEFAULT_QUEUE}
-    for (queues,) in rows:
-        names.update(queues or [])
+    for r in rows:
+        names.update(r["queues"] or [])
     return sorted(names)
 
 
@@ -288,19 +288,19 @@ def inspected(ours: set[str]) -> dict[str, Any]:
 
 
 def heartbeat_workers(limit: int = 200) -> list[dict[str, Any]]:
-    W = models.Worker.__table__
+    """Celery's workers from their heartbeats (`workers_of_adapter` in shared/sql/heartbeat.sql), running
+    ones first; `alive`: not stopped, and beat within `heartbeat.HEALTH_MAX_AGE`."""
     with database.admin_conn("queue") as conn:
-        rows = conn.execute(
-            sa.select(W, (W.c.heartbeat_at > sa.func.now() - sa.text("interval '15 seconds'")).label("fresh"))
-            .where(W.c.adapter == "celery")
-            .order_by(W.c.stopped_at.is_not(None), W.c.heartbeat_at.desc())
-            .limit(limit)
-        ).all()
+        rows = heartbeat.rows(
+            database.raw(conn),
+            "workers_of_adapter",
+            {"adapter": "celery", "within": heartbeat.HEALTH_MAX_AGE, "limit": limit},
+        )
     out = []
     for r in rows:
         w = serializers.worker(r)
-        w["alive"] = bool(r.fresh) and r.stopped_at is None
-        w["broker"] = (r.info or {}).get("broker")
+        w["alive"] = bool(r["fresh"]) and r["stopped_at"] is None
+        w["broker"] = (r["info"] or {}).get("broker")
         out.append(w)
     return out
 

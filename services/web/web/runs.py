@@ -11,13 +11,12 @@ import re
 import threading
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectChoice, SelectField, SelectMultipleField, widgets
 from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional, ValidationError
 
-from shared import models, settings, workloads
+from shared import heartbeat, settings, workloads
 from shared.bench import adapters, store, terms
 from shared.bench import experiments as bench
 from web import database, inputs, results, serializers
@@ -223,7 +222,7 @@ def new():
     ), status
 
 
-def default_mode(workers: list[Any]) -> tuple[str, str]:
+def default_mode(workers: list[dict[str, Any]]) -> tuple[str, str]:
     """The mode the form proposes, and why: attached wherever workers are deployed or already run
     (managed mode would start a second set of workers beside the web and leave those idle)."""
     app = settings.fly_app_name()
@@ -233,31 +232,23 @@ def default_mode(workers: list[Any]) -> tuple[str, str]:
             "would start its workers on this web machine instead (docs/deploy.md)"
         )
     if workers:
-        hosts = sorted({w.host for w in workers})
+        hosts = sorted({w["host"] for w in workers})
         return "attached", (
             f"{len(workers)} worker heartbeat(s) are live on {', '.join(hosts)}: attached mode measures them"
         )
     return "managed", "no worker heartbeats: managed mode starts each run's workers on this machine"
 
 
-def live_workers() -> list[Any]:
-    """Workers whose heartbeat is recent and that have not stopped: what attached mode can use."""
-    W = models.Worker.__table__
+def live_workers() -> list[dict[str, Any]]:
+    """Workers whose heartbeat is recent and that have not stopped: what attached mode can use (the
+    harness's own query, `workers_live` in shared/sql/heartbeat.sql, under the page's admin transaction)."""
     with database.admin_conn("queue") as conn:
-        return list(
-            conn.execute(
-                W.select()
-                .where(
-                    W.c.stopped_at.is_(None),
-                    W.c.heartbeat_at > sa.func.now() - sa.text("interval '15 seconds'"),
-                )
-                .order_by(W.c.heartbeat_at.desc())
-                .limit(50)
-            ).all()
+        return heartbeat.rows(
+            database.raw(conn), "workers_live", {"within": heartbeat.HEALTH_MAX_AGE, "limit": 50}
         )
 
 
-def attached_workers_suffice(form: ExperimentForm, workers: list[Any]) -> bool:
+def attached_workers_suffice(form: ExperimentForm, workers: list[dict[str, Any]]) -> bool:
     """In attached mode the form offers only what running workers can do: say what is missing."""
     if form.mode.data != "attached":
         return True
@@ -265,10 +256,9 @@ def attached_workers_suffice(form: ExperimentForm, workers: list[Any]) -> bool:
         spec = bench.validate_spec(form_to_spec(form))
     except bench.SpecError:
         return True  # the spec's own errors are reported by the caller
-    rows = [dict(w._mapping) for w in workers]
     missing = list(  # in the spec's order: the registry's
         dict.fromkeys(
-            c.who for c in spec.cases if adapters.get(c.adapter).attached_queue(rows, c.options) is None
+            c.who for c in spec.cases if adapters.get(c.adapter).attached_queue(workers, c.options) is None
         )
     )
     if missing:

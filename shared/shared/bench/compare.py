@@ -404,8 +404,7 @@ def live_workers() -> tuple[settings.Settings, list[dict[str, Any]]]:
     the executor and its children) and their live heartbeats; `UsageError` when none beats."""
     import psycopg
 
-    from shared import db
-    from shared.bench import store
+    from shared import db, heartbeat
 
     try:
         s = settings.load()
@@ -414,7 +413,7 @@ def live_workers() -> tuple[settings.Settings, list[dict[str, Any]]]:
     os.environ[settings.ENV_DATABASE_URL] = s.database_url
     try:
         with db.connect(s.queue_database_url, role="harness", autocommit=True) as conn:
-            live = store._dicts(conn.execute(store.q("workers_live"), {"within": 30}))
+            live = heartbeat.rows(conn, "workers_live", {"within": 30, "limit": None})
     except psycopg.Error as exc:
         raise UsageError(
             f"cannot read the workers' heartbeats at {settings.redact(s.queue_database_url)}: {exc}"

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared import db, embedded, settings, spool, workloads
+from shared import db, embedded, heartbeat, settings, spool, workloads
 from shared.bench import (
     adapters,
     audit,
@@ -275,7 +275,7 @@ class Executor:
     def attached_queue(self, case: Case) -> tuple[str, list[int], dict[str, Any]]:
         """The queue a live worker of the case's variant announces, its workers' PIDs on this machine, and
         the fleet that announces it (`fleet.of_queue`: workers, slots and hosts, from their heartbeats)."""
-        rows = store._dicts(self.db.run("workers_live", {"within": 30}))
+        rows = self.db.call(lambda conn: heartbeat.rows(conn, "workers_live", {"within": 30, "limit": None}))
         queue = adapters.get(case.adapter).attached_queue(rows, case.options)
         if queue is None:
             raise adapters.AdapterUnavailable(
@@ -314,7 +314,12 @@ class Executor:
         if last is None:
             return
         waited = polling.until(
-            lambda: not self.db.one("workers_behind_spool", {"last": last}), SPOOL_WAIT_SECONDS
+            lambda: (
+                not self.db.call(
+                    lambda conn: heartbeat.rows(conn, "workers_behind_spool", {"last": last})[0]["behind"]
+                )
+            ),
+            SPOOL_WAIT_SECONDS,
         )
         if not waited:
             self.notes.append(

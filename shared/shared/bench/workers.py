@@ -23,8 +23,7 @@ from typing import Any
 
 import psutil
 
-from shared import db, settings
-from shared.bench import store
+from shared import db, heartbeat, settings
 from shared.bench.adapters import AdapterUnavailable
 
 HOST = settings.host_name()
@@ -88,14 +87,13 @@ class WorkerProcess:
 
     def heartbeat(self, conn: Any) -> dict[str, Any] | None:
         """This worker's latest heartbeat row (`id`, `info`, `queues`, ...), if it has sent one."""
-        cur = conn.execute(store.q("worker_by_pid"), {"pid": self.pid, "host": HOST})
-        row = cur.fetchone()
-        return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+        rows = heartbeat.rows(conn, "worker_by_pid", {"pid": self.pid, "host": HOST})
+        return rows[0] if rows else None
 
     def is_ready(self, conn: Any, processes: int = 0) -> bool:
         """Whether it heartbeated since it started, with at least `processes` of its own processes."""
         row = conn.execute(
-            store.q("worker_ready"), {"pid": self.pid, "host": HOST, "since": self.started_at}
+            heartbeat.QUERIES["worker_ready"], {"pid": self.pid, "host": HOST, "since": self.started_at}
         ).fetchone()
         return bool(row and row[0] and row[1] >= processes)
 
@@ -113,7 +111,7 @@ class WorkerProcess:
         with db.connect(database_url, role="harness", autocommit=True) as conn:
             # woken by each worker's first heartbeat (shared.heartbeat.READY_CHANNEL), so that the start-up
             # measured is the worker's, not this loop's period; the timeout is the backstop
-            conn.execute(store.q("listen_workers"))
+            conn.execute(heartbeat.QUERIES["listen_workers"])
             while not self.is_ready(conn, processes):
                 if should_stop():
                     self.stop(5)

@@ -1,6 +1,7 @@
 -- The benchmark harness's named queries (loaded by shared/bench/store.py with shared/sqlfile.py).
 -- Each query can be pasted into psql as it is; parameters are %(name)s. The tables are the app lineage's
--- experiments, benchmark_runs and job_events, and the queue lineage's workers (heartbeats).
+-- experiments, benchmark_runs and job_events; the workers' heartbeats (queue.workers) are read through
+-- shared/sql/heartbeat.sql (shared.heartbeat.QUERIES), as everyone reads them.
 
 -- ---------------------------------------------------------------------------------------------------
 -- Experiments
@@ -231,48 +232,6 @@ DELETE FROM job_events WHERE run_id = %(run_id)s;
 -- job_starts --
 -- Every start of a run in time order per job (the completed attempt's start is the last before its finish).
 SELECT seq, ts_us / 1e6::float8 FROM job_events WHERE run_id = %(run_id)s AND kind = 'start' ORDER BY seq, ts_us;
-
--- ---------------------------------------------------------------------------------------------------
--- Worker heartbeats (queue.workers)
--- ---------------------------------------------------------------------------------------------------
-
--- worker_by_pid --
--- The heartbeat of the worker whose main process is %(pid)s on this host, newest first.
-SELECT id, adapter, queues, processes, slots, info, heartbeat_at, spool_loaded_at, stopped_at
-  FROM queue.workers
- WHERE pid = %(pid)s AND host = %(host)s
- ORDER BY started_at DESC
- LIMIT 1;
-
--- listen_workers --
--- A worker's first heartbeat NOTIFYs this channel (shared.heartbeat.READY_CHANNEL): the harness waiting
--- for workers to be ready wakes on it instead of polling alone.
-LISTEN queue_workers;
-
--- worker_ready --
--- Whether the worker started at %(since)s (seconds) has heartbeated, and how many of its own processes
--- did (a supervisor's processes heartbeat as `<its id>-<n>` with role `process`).
-SELECT count(*) FILTER (WHERE s.id IS NOT NULL),
-       (SELECT count(*) FROM queue.workers p
-         WHERE p.id LIKE s.id || '-%%' AND p.stopped_at IS NULL AND p.info->>'role' = 'process'
-           AND p.heartbeat_at > to_timestamp(%(since)s) - interval '1 second')
-  FROM queue.workers s
- WHERE s.pid = %(pid)s AND s.host = %(host)s AND s.stopped_at IS NULL
-   AND s.heartbeat_at > to_timestamp(%(since)s) - interval '1 second'
- GROUP BY s.id;
-
--- workers_live --
--- Workers that heartbeat and have not stopped: what attached mode can use.
-SELECT id, adapter, host, pid, queues, processes, slots, info, heartbeat_at
-  FROM queue.workers
- WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => %(within)s)
- ORDER BY heartbeat_at DESC;
-
--- workers_behind_spool --
--- Live workers that have not loaded their spools past %(last)s (seconds).
-SELECT count(*) FROM queue.workers
- WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '30 seconds'
-   AND (spool_loaded_at IS NULL OR spool_loaded_at < to_timestamp(%(last)s));
 
 -- ---------------------------------------------------------------------------------------------------
 -- The end of a run, from a queue's own tables (Adapter.busy, Adapter.completed; completion.py polls
