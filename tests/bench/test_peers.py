@@ -58,6 +58,32 @@ def test_a_peer_enqueues_drains_and_audits_a_small_run(peer, bench_db, tmp_path)
 
 
 @pytest.mark.parametrize("peer", PEERS)
+def test_a_peer_takes_part_in_the_open_loop_scenarios(peer, bench_db, tmp_path):
+    """Steady arrivals, bursts and a sweep of two rates: every job runs once, and each gets its figures."""
+    base = {"adapter": peer, "processes": 1, "slots": 4}
+    cases = [
+        {**base, "scenario": "steady", "rate": 40, "jobs": 40},
+        {**base, "scenario": "burst", "bursts": 2, "jobs": 40},
+        *({**base, "scenario": "sweep", "rate": rate, "jobs": 40} for rate in (20, 40)),
+    ]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"cases": cases, "repetitions": 1}))
+    out = tmp_path / "report"
+    args = ["--spec", str(spec), "--no-calibration", "--stall-seconds", "20", "--output", str(out)]
+    result = bench(args, service_env(bench_db))
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_of(out)
+    assert sorted(r["scenario"] for r in runs) == ["burst", "steady", "sweep", "sweep"], runs
+    for r in runs:
+        assert r["status"] == "completed", (r["case_key"], r["error"])
+        a = r["audit"]
+        assert (a["enqueued"], a["lost"], a["duplicates"]) == (40, 0, 0), (r["case_key"], a)
+        assert recount(bench_db, r["run_id"], 40)["completed"] == 40
+    (line,) = json.loads((out / "results.json").read_text())["sweep"]
+    assert [p["rate"] for p in line["points"]] == [20, 40] and line["who"] == peer, line
+
+
+@pytest.mark.parametrize("peer", PEERS)
 def test_a_peer_loses_no_job_when_a_worker_process_is_killed(peer, bench_db, tmp_path):
     out = tmp_path / "report"
     # fmt: off
