@@ -291,3 +291,20 @@ def test_the_queue_command_runs_a_peers_executions_when_asked(name):
     args = p.parse_args(["--adapter", name, *only, f"--{name}-executions", "threads,inline"])
     whos = [adapters.get(name).label(o) for o, _, _ in adapters.get(name).queue_variants(args)]
     assert whos == [name, f"{name}.inline"]
+
+
+def test_attached_mode_runs_a_peers_variant_only_on_workers_that_announce_it():
+    def worker(adapter: str, queue: str, **info) -> dict:
+        return {"adapter": adapter, "queues": [queue], "info": info}
+
+    older = worker("procrastinate", "p0", concurrency=5)  # announced before `execution`: it ran threads
+    inline = worker("procrastinate", "p1", execution="inline")
+    procrastinate = adapters.get("procrastinate")
+    assert procrastinate.attached_queue([inline, older], {}) == "p0"
+    assert procrastinate.attached_queue([older, inline], {"execution": "inline"}) == "p1"
+    assert procrastinate.attached_queue([older], {"execution": "inline"}) is None
+    pgqueuer = adapters.get("pgqueuer")
+    live = [worker("pgqueuer", "q0", batch_size=500, execution="threads")]
+    assert pgqueuer.attached_queue(live, {}) == "q0"
+    assert pgqueuer.attached_queue(live, {"execution": "inline"}) is None
+    assert pgqueuer.attached_queue(live, {"batch": "10"}) is None

@@ -345,6 +345,21 @@ PEER_EXECUTION = Option(
 peers' settings")."""
 
 
+def announced_queue(
+    workers: Sequence[Mapping[str, Any]], adapter: str, expected: Mapping[str, str]
+) -> str | None:
+    """The first queue a live worker of `adapter` announces whose heartbeat `info` shows the `expected`
+    settings (attached mode: a variant runs only on workers that run it). A setting its `info` leaves out
+    counts as the worker's default: `execution` then is `threads`, what every peer worker ran before it
+    announced one."""
+    for w in workers:
+        info = w.get("info") or {}
+        seen = {"execution": peers.EXECUTIONS[0], **{k: str(v) for k, v in info.items()}}
+        if w["adapter"] == adapter and w["queues"] and all(seen.get(k, v) == v for k, v in expected.items()):
+            return str(w["queues"][0])
+    return None
+
+
 def peer_execution(execution: str, threads: str) -> str:
     """What a run records of a peer's `execution`; `threads` says which threads run the job bodies."""
     if execution == "threads":

@@ -33,6 +33,7 @@ from shared.bench.adapters.base import (
     Enqueuer,
     Option,
     SupervisedAdapter,
+    announced_queue,
     meta,
     peer_execution,
     postgres_promise,
@@ -187,6 +188,10 @@ class Pgqueuer(SupervisedAdapter):
         argv += ["--batch-size", o["batch"], "--execution", o["execution"]]
         argv += ["--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_SECONDS)]
         return [*argv, "--dequeue-timeout", str(DEQUEUE_TIMEOUT_SECONDS)]
+
+    def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
+        o = self.resolve(options)
+        return announced_queue(workers, self.name, {"batch_size": o["batch"], "execution": o["execution"]})
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return PgqueuerEnqueuer(case, queue, env)

@@ -27,6 +27,7 @@ from shared.bench.adapters.base import (
     PEER_EXECUTION,
     Enqueuer,
     SupervisedAdapter,
+    announced_queue,
     meta,
     peer_execution,
     postgres_promise,
@@ -157,6 +158,9 @@ class Procrastinate(SupervisedAdapter):
             self.resolve(case.options)["execution"],
         ]
         return [*argv, "--stalled-after", str(STALLED_AFTER_SECONDS)]
+
+    def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
+        return announced_queue(workers, self.name, {"execution": self.resolve(options)["execution"]})
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return ProcrastinateEnqueuer(case, queue, env)
