@@ -11,6 +11,11 @@ PROCRASTINATE_SCHEMA = "procrastinate"
 PGQUEUER_SCHEMA = "pgqueuer"
 PROCRASTINATE_TASK_PREFIX = "bench."
 """procrastinate's task name of a workload: `bench.<workload>` (as Celery's)."""
+EXECUTIONS = ("threads", "inline")
+"""How a peer's worker runs a job's synchronous body (its adapters' option `execution`, the workers'
+`--execution`): `threads`, in a thread per slot, as each library says to run blocking code; `inline`, called
+in the library's async entrypoint or task on the event loop, with no thread hand-off, so that a blocking body
+holds the loop and a process runs one body at a time (docs/benchmarks.md, "The peers' settings")."""
 
 
 def procrastinate_connection(url: str, application_name: str) -> dict[str, Any]:

@@ -57,6 +57,55 @@ def test_a_peer_enqueues_drains_and_audits_a_small_run(peer, bench_db, tmp_path)
         assert peer in r["slot_mapping"]
 
 
+def max_overlap(url: str, run_id: int) -> int:
+    """The most jobs of a run whose bodies ran at the same time, by their start and finish records."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            """
+            WITH spans AS (
+              SELECT s.seq, s.ts_us AS t0, f.ts_us AS t1
+                FROM job_events s
+                JOIN job_events f ON f.run_id = s.run_id AND f.seq = s.seq AND f.attempt = s.attempt
+                                 AND f.kind = 'finish'
+               WHERE s.run_id = %(run)s AND s.kind = 'start')
+            SELECT max(n) FROM (
+              SELECT count(*) AS n FROM spans a JOIN spans b ON b.t0 <= a.t0 AND a.t0 < b.t1 GROUP BY a.seq
+            ) per_start
+            """,
+            {"run": run_id},
+        ).fetchone()
+    return int(row[0] or 0)
+
+
+@pytest.mark.parametrize("peer", PEERS)
+def test_a_peers_inline_variant_enqueues_drains_and_audits_a_small_run(peer, bench_db, tmp_path):
+    # The job body called on the event loop, no thread hand-off (docs/benchmarks.md, "The peers' settings"):
+    # what --full adds beside the threads. A spec names the variant, so only it runs here.
+    base = {"adapter": peer, "options": {"execution": "inline"}, "processes": 2, "slots": 5}
+    cases = [
+        {**base, "jobs": 40, "scheduling": "bulk"},
+        {**base, "jobs": 40, "scheduling": "one_by_one"},
+        {**base, "jobs": 30, "workload": "sleep", "params": {"ms": 20}},
+    ]
+    (tmp_path / "spec.json").write_text(json.dumps({"cases": cases, "repetitions": 1}))
+    out = tmp_path / "report"
+    args = ["--spec", str(tmp_path / "spec.json"), "--no-calibration", "--stall-seconds", "15"]
+    result = bench([*args, "--output", str(out)], service_env(bench_db))
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_of(out)
+    assert len(runs) == 3 and {r["who"] for r in runs} == {f"{peer}.inline"}, [r["case_key"] for r in runs]
+    for r in runs:
+        assert r["status"] == "completed", (r["case_key"], r["error"])
+        a = r["audit"]
+        assert (a["enqueued"], a["lost"], a["duplicates"]) == (r["job_count"], 0, 0), a
+        assert recount(bench_db, r["run_id"], a["enqueued"])["completed"] == a["enqueued"]
+        assert r["figures"]["throughput"] > 0
+        assert "one at a time per process" in r["environment"]["configuration"]["execution"]
+    # a blocking body holds its process's loop: at most one sleep job per process at a time
+    sleep = next(r for r in runs if r["workload"] == "sleep")
+    assert 1 <= max_overlap(bench_db, sleep["run_id"]) <= 2
+
+
 @pytest.mark.parametrize("peer", PEERS)
 def test_a_peer_takes_part_in_the_open_loop_scenarios(peer, bench_db, tmp_path):
     """Steady arrivals, bursts and a sweep of two rates: every job runs once, and each gets its figures."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pydantic
 import pytest
 
@@ -75,8 +77,12 @@ def test_stored_spec_round_trips():
     assert experiments.validate_spec(s.to_dict()) == s
     assert len({c.key for c in s.cases}) == len(s.cases)
     assert any(c.options.get("config") == "reliable" for c in s.cases)
-    # pgqueuer at its own default batch joins with --full
-    assert {c.who for c in s.cases if c.adapter == "pgqueuer"} == {"pgqueuer", "pgqueuer.batch10"}
+    # pgqueuer at its own default batch, and with its job bodies inline at the default batch, join with --full
+    assert {c.who for c in s.cases if c.adapter == "pgqueuer"} == {
+        "pgqueuer",
+        "pgqueuer.batch10",
+        "pgqueuer.inline",
+    }
     assert any(not c.recording for c in s.cases)
     # the recording overhead: for every adapter a pair of equal drains, recording on and off, each of the
     # adapter's own size for its pace (50,000 pgqueue jobs would be minutes of procrastinate's), on its fastest
@@ -203,3 +209,102 @@ def test_the_default_runs_only_the_pairs_marked_default_and_says_what_it_left_ou
         "celery",
     }
     assert not any("recording pairs" in n for n in notes), notes
+
+
+def _compare_spec(*argv: str):
+    import argparse
+
+    from shared import settings
+
+    p = argparse.ArgumentParser()
+    compare.add_arguments(p)
+    return compare.build_spec(p.parse_args(["--brokers", "postgres", *argv]), settings.load())[0]
+
+
+def test_the_peers_run_their_job_bodies_inline_only_with_full(database_url):
+    # The arguable choice of threads for the peers' synchronous jobs runs both ways under --full (the default
+    # matrix keeps within 10 minutes): inline beside threads, at pgqueuer's default batch (not the product of
+    # its two options); the fault runs keep the threads.
+    parts = ["--adapters", "procrastinate,pgqueuer", "--parts", "noop-bulk,sleep,fault"]
+    default = _compare_spec(*parts)
+    assert {c.who for c in default.cases} == {"procrastinate", "pgqueuer"}
+    assert {c.options["execution"] for c in default.cases} == {"threads"}
+    full = _compare_spec(*parts, "--full")
+    drains = {c.who: c for c in full.cases if c.scenario == "drain"}
+    assert set(drains) == {
+        "procrastinate",
+        "procrastinate.inline",
+        "pgqueuer",
+        "pgqueuer.batch10",
+        "pgqueuer.inline",
+    }
+    assert drains["pgqueuer.inline"].options == {"batch": "500", "execution": "inline"}
+    assert drains["pgqueuer.batch10"].options == {"batch": "10", "execution": "threads"}
+    assert {c.who for c in full.cases if c.scenario == "fault"} == {"procrastinate", "pgqueuer"}
+    # a sleep drain of each inline variant, whose description says what inline costs a blocking job
+    assert {c.who for c in full.cases if c.workload == "sleep" and c.scenario == "drain"} >= {
+        "procrastinate.inline",
+        "pgqueuer.inline",
+    }
+
+
+@pytest.mark.parametrize("name", ["procrastinate", "pgqueuer"])
+def test_a_peers_execution_reaches_its_worker_and_its_recorded_configuration(name, tmp_path):
+    from shared import settings
+
+    adapter = adapters.get(name)
+    for execution in ("threads", "inline"):
+        case = spec.Case(adapter=name, options={"execution": execution}, jobs=10, processes=2, slots=5)
+        argv = adapter.worker_argv(case, "q1", tmp_path)
+        assert argv[argv.index("--execution") + 1] == execution, argv
+        configured = adapter.configuration(case.options, settings.load())["execution"]
+        assert configured.startswith(f"{execution}:"), configured
+    inline = spec.Case(adapter=name, options={"execution": "inline"}, jobs=10, processes=2, slots=5)
+    assert inline.who == f"{name}.inline" and "inline" in inline.slot_mapping()
+    assert "one at a time per process" in adapter.configuration(inline.options, settings.load())["execution"]
+    # a spec may name both of pgqueuer's options at once
+    if name == "pgqueuer":
+        assert adapter.label({"batch": "10", "execution": "inline"}) == "pgqueuer.batch10.inline"
+    with pytest.raises(pydantic.ValidationError, match="execution"):
+        spec.Case(adapter=name, options={"execution": "greenlets"}, jobs=10)
+    # the worker takes the flag, threads by default, and refuses anything else
+    worker = importlib.import_module(f"peers_worker.{name}_worker")
+    assert worker.parser().parse_args([]).execution == "threads"
+    assert worker.parser().parse_args(["--execution", "inline"]).execution == "inline"
+    with pytest.raises(SystemExit):
+        worker.parser().parse_args(["--execution", "greenlets"])
+
+
+@pytest.mark.parametrize("name", ["procrastinate", "pgqueuer"])
+def test_the_queue_command_runs_a_peers_executions_when_asked(name):
+    import argparse
+
+    from shared.bench import queuebench
+
+    p = argparse.ArgumentParser()
+    queuebench.add_arguments(p)
+    args = p.parse_args(["--adapter", name])
+    assert [o["execution"] for o, _, _ in adapters.get(name).queue_variants(args)] == (
+        ["threads", "threads"] if name == "pgqueuer" else ["threads"]
+    )
+    only = ["--pgqueuer-batches", "500"] if name == "pgqueuer" else []
+    args = p.parse_args(["--adapter", name, *only, f"--{name}-executions", "threads,inline"])
+    whos = [adapters.get(name).label(o) for o, _, _ in adapters.get(name).queue_variants(args)]
+    assert whos == [name, f"{name}.inline"]
+
+
+def test_attached_mode_runs_a_peers_variant_only_on_workers_that_announce_it():
+    def worker(adapter: str, queue: str, **info) -> dict:
+        return {"adapter": adapter, "queues": [queue], "info": info}
+
+    older = worker("procrastinate", "p0", concurrency=5)  # announced before `execution`: it ran threads
+    inline = worker("procrastinate", "p1", execution="inline")
+    procrastinate = adapters.get("procrastinate")
+    assert procrastinate.attached_queue([inline, older], {}) == "p0"
+    assert procrastinate.attached_queue([older, inline], {"execution": "inline"}) == "p1"
+    assert procrastinate.attached_queue([older], {"execution": "inline"}) is None
+    pgqueuer = adapters.get("pgqueuer")
+    live = [worker("pgqueuer", "q0", batch_size=500, execution="threads")]
+    assert pgqueuer.attached_queue(live, {}) == "q0"
+    assert pgqueuer.attached_queue(live, {"execution": "inline"}) is None
+    assert pgqueuer.attached_queue(live, {"batch": "10"}) is None

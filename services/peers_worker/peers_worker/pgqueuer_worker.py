@@ -6,8 +6,11 @@ registers one entrypoint `<queue>:<workload>` per workload of the registry: pgqu
 a manager dequeues only the entrypoints it registered, so the prefix keeps the harness's queues apart.
 Each entrypoint runs the job through `shared.contract.execute` in a thread pool of `--slots` threads (the
 workloads are synchronous; pgqueuer requires async entrypoints and says to wrap blocking code in a
-thread). `QueueManager.run` takes `--batch-size` jobs per dequeue, with `max_concurrent_tasks` at the
-least pgqueuer allows (twice the batch, and never fewer than the slots).
+thread). With `--execution inline` the entrypoint calls it directly, on the event loop, with no thread
+hand-off: a no-op job costs no thread switch, but a blocking body holds the loop, so a process runs one body
+at a time (docs/benchmarks.md, "The peers' settings"). `QueueManager.run` takes `--batch-size` jobs per
+dequeue, with `max_concurrent_tasks` at the least pgqueuer allows (twice the batch, and never fewer than the
+slots), in either mode.
 
 Crash recovery is pgqueuer's heartbeat (docs/guides/heartbeat.md): a picked job whose heartbeat is older
 than `--heartbeat-timeout` seconds is picked again, by the next dequeue; no notification announces such a
@@ -73,7 +76,8 @@ async def _child(args: argparse.Namespace) -> int:
         s.queue_database_url, server_settings={"application_name": "bench-pgqueuer-worker"}
     )
     qm = QueueManager(Queries(AsyncpgDriver(conn)))
-    pool = ThreadPoolExecutor(max_workers=args.slots, thread_name_prefix="job")
+    inline = args.execution == "inline"
+    pool = None if inline else ThreadPoolExecutor(max_workers=args.slots, thread_name_prefix="job")
     loop = asyncio.get_running_loop()
 
     def register(queue: str, workload: str) -> None:
@@ -83,9 +87,12 @@ async def _child(args: argparse.Namespace) -> int:
             attempt = int(job.attempts) + 1
             ctx = contract.Ctx(adapter=ADAPTER, attempt=attempt, worker_id=worker_id, job_id=int(job.id))
             try:
-                await loop.run_in_executor(
-                    pool, contract.execute, workload, body.get("params"), body.get("meta"), ctx
-                )
+                if pool is None:
+                    contract.execute(workload, body.get("params"), body.get("meta"), ctx)
+                else:
+                    await loop.run_in_executor(
+                        pool, contract.execute, workload, body.get("params"), body.get("meta"), ctx
+                    )
             except workloads.UnknownTask:
                 raise
             except Exception as exc:
@@ -108,7 +115,8 @@ async def _child(args: argparse.Namespace) -> int:
             dequeue_timeout=timedelta(seconds=args.dequeue_timeout),
         )
     finally:
-        pool.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True)
         rec = spool.current()
         if rec is not None:
             rec.close()
@@ -129,7 +137,8 @@ def info(args: argparse.Namespace) -> dict[str, Any]:
         "driver": "asyncpg+uvloop",
         "batch_size": args.batch_size,
         "max_concurrent_tasks": max(2 * args.batch_size, args.slots),
-        "threads": args.slots,
+        "execution": args.execution,
+        "threads": 0 if args.execution == "inline" else args.slots,
         "heartbeat_timeout_seconds": args.heartbeat_timeout,
         "dequeue_timeout_seconds": args.dequeue_timeout,
         "schema": SCHEMA,

@@ -5,7 +5,10 @@ schema `procrastinate` (procrastinate's documented way to use another schema: th
 `search_path`, docs/howto/production/schema.md), registers one task `bench.<workload>` per workload
 of the registry, each running through `shared.contract.execute`, and runs the worker with
 `concurrency=--slots` on `--queues`. Synchronous tasks run in threads (procrastinate runs a sync task
-through `asgiref.sync_to_async`), so a process's slots are its sub-workers.
+through `asgiref.sync_to_async`), so a process's slots are its sub-workers. With `--execution inline` each
+task is registered as an async task that calls the body directly, on the event loop, with no thread
+hand-off: the sub-workers still bound the jobs a process holds, but a blocking body holds the loop, so a
+process runs one body at a time (docs/benchmarks.md, "The peers' settings").
 
 Crash recovery is procrastinate's stalled-job retry (docs/howto/production/retry_stalled_jobs.md): workers
 heartbeat every `--heartbeat-every` seconds, and every process retries, every `--stalled-check` seconds,
@@ -49,18 +52,26 @@ class SharedRetry(retry_module.BaseRetryStrategy):
         return retry_module.RetryDecision(retry_in={"seconds": math.ceil(contract.retry_delay(attempt))})
 
 
-def register_tasks(app: procrastinate.App, worker_id: str) -> None:
+def register_tasks(app: procrastinate.App, worker_id: str, execution: str = "threads") -> None:
     for name in workloads.REGISTRY:
-        _register_one(app, name, worker_id)
+        _register_one(app, name, worker_id, inline=execution == "inline")
 
 
-def _register_one(app: procrastinate.App, workload: str, worker_id: str) -> None:
-    @app.task(name=peers.PROCRASTINATE_TASK_PREFIX + workload, pass_context=True, retry=SharedRetry())
-    def run(context: procrastinate.JobContext, params: dict[str, Any], meta: dict[str, Any]) -> Any:
+def _register_one(app: procrastinate.App, workload: str, worker_id: str, *, inline: bool) -> None:
+    def body(context: procrastinate.JobContext, params: dict[str, Any], meta: dict[str, Any]) -> Any:
         ctx = contract.Ctx(
             adapter=ADAPTER, attempt=int(context.job.attempts) + 1, worker_id=worker_id, job_id=context.job.id
         )
         return contract.execute(workload, params, meta, ctx)
+
+    async def run_inline(
+        context: procrastinate.JobContext, params: dict[str, Any], meta: dict[str, Any]
+    ) -> Any:
+        return body(context, params, meta)
+
+    # procrastinate awaits an async task on its loop, and runs a sync one in a thread (`sync_to_async`).
+    task = app.task(name=peers.PROCRASTINATE_TASK_PREFIX + workload, pass_context=True, retry=SharedRetry())
+    task(run_inline if inline else body)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,7 +115,7 @@ async def _child(args: argparse.Namespace) -> int:
             max_size=args.slots + 4,
         )
     )
-    register_tasks(app, worker_id)
+    register_tasks(app, worker_id, args.execution)
     async with app.open_async():
         sweeper = asyncio.create_task(
             _retry_stalled(app, queues, args.stalled_after, args.stalled_check), name="stalled-sweeper"
@@ -137,6 +148,7 @@ def info(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "procrastinate_version": procrastinate.__version__,
         "concurrency": args.slots,
+        "execution": args.execution,
         "fetch_job_polling_interval": args.polling_interval,
         "listen_notify": True,
         "update_heartbeat_interval": args.heartbeat_every,

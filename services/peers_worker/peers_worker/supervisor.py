@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import db, heartbeat, settings, spool, workloads
+from shared import db, heartbeat, peers, settings, spool, workloads
 
 log = logging.getLogger("peers_worker")
 
@@ -39,6 +39,14 @@ def common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queues", default="default", help="comma-separated queue names")
     p.add_argument("--processes", type=int, default=2, help="worker processes")
     p.add_argument("--slots", type=int, default=5, help="jobs each process runs at once")
+    p.add_argument(
+        "--execution",
+        choices=peers.EXECUTIONS,
+        default=peers.EXECUTIONS[0],
+        help="a job's synchronous body: in a thread (threads, the library's way), or called on the event loop with no "
+        "thread hand-off (inline: the slots still bound the jobs a process holds, but a blocking body holds "
+        "the loop, so a process runs one body at a time)",
+    )
     p.add_argument("--no-record", action="store_true", help="do not write spool records (overhead runs)")
     p.add_argument("--loglevel", default=os.environ.get("BENCH_LOGLEVEL", "INFO"))
     p.add_argument("--heartbeat-interval", type=float, default=heartbeat.DEFAULT_INTERVAL)

@@ -80,13 +80,16 @@ class ExperimentForm(FlaskForm):
 
 
 def _option_fields() -> dict[str, tuple[str, tuple[str, ...], str]]:
-    """Each adapter option's matrix key -> (label, choices, default); options sharing a key share a field."""
+    """Each adapter option's matrix key -> (label, choices, default); options sharing a key share a field,
+    labelled with every adapter that has it (the peers' `execution`)."""
     out: dict[str, tuple[str, tuple[str, ...], str]] = {}
+    names: dict[str, list[str]] = {}
     for a in adapters.REGISTRY.values():
         for o in a.options:
-            label, choices, default = out.get(o.matrix_key, (f"{a.name}: {o.help}", (), o.default))
+            label, choices, default = out.get(o.matrix_key, (o.help, (), o.default))
+            names.setdefault(o.matrix_key, []).append(a.name)
             out[o.matrix_key] = (label, tuple(dict.fromkeys((*choices, *o.choices))), default)
-    return out
+    return {k: (f"{', '.join(names[k])}: {label}", c, d) for k, (label, c, d) in out.items()}
 
 
 OPTION_FIELDS = _option_fields()

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
 
+from shared import peers
+
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
 
@@ -329,3 +331,43 @@ def postgres_promise(url: str, what: str = "an enqueue") -> dict[str, Any]:
             "commits can be lost in a crash of the server"
         )
     return {**d, "promise": promise}
+
+
+PEER_EXECUTION = Option(
+    "execution",
+    peers.EXECUTIONS,
+    peers.EXECUTIONS[0],
+    "job bodies in threads (threads), or on the event loop (inline: one at a time per process)",
+    "executions",
+)
+"""The peers' (procrastinate's, pgqueuer's) arguable choice of how a synchronous job body runs
+(`shared.peers.EXECUTIONS`): the default `threads`, and `inline` with `--full` (docs/benchmarks.md, "The
+peers' settings")."""
+
+
+def announced_queue(
+    workers: Sequence[Mapping[str, Any]], adapter: str, expected: Mapping[str, str]
+) -> str | None:
+    """The first queue a live worker of `adapter` announces whose heartbeat `info` shows the `expected`
+    settings (attached mode: a variant runs only on workers that run it). A setting its `info` leaves out
+    counts as the worker's default: `execution` then is `threads`, what every peer worker ran before it
+    announced one."""
+    for w in workers:
+        info = w.get("info") or {}
+        seen = {"execution": peers.EXECUTIONS[0], **{k: str(v) for k, v in info.items()}}
+        if w["adapter"] == adapter and w["queues"] and all(seen.get(k, v) == v for k, v in expected.items()):
+            return str(w["queues"][0])
+    return None
+
+
+def peer_execution(execution: str, threads: str) -> str:
+    """What a run records of a peer's `execution`; `threads` says which threads run the job bodies."""
+    if execution == "threads":
+        return (
+            f"threads: the synchronous job body runs in a thread, handed off from the event loop ({threads})"
+        )
+    return (
+        "inline: the async task calls the synchronous job body on the event loop, no thread hand-off; the "
+        "slots still bound the jobs a process holds, but a blocking body holds the loop, so a sleep job runs "
+        "one at a time per process"
+    )

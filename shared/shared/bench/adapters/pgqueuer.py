@@ -1,11 +1,13 @@
 """pgqueuer as a contender: its worker service (`bench-pgqueuer-worker`) and its client API.
 
 Slots map to `--processes P --slots N`: P processes, each running one pgqueuer `QueueManager` (asyncpg on
-uvloop) whose entrypoints run the jobs in N threads. The variant is the dequeue batch size: 500 (the
+uvloop) whose entrypoints run the jobs in N threads. The variants are the dequeue batch size: 500 (the
 setting at which pgqueuer drains fastest here, docs/benchmarks.md) by default, 10 (pgqueuer's own default)
-under `--full`. pgqueuer has no queue names; each harness queue is an entrypoint prefix
-(`<queue>:<workload>`). Bulk is `SyncQueries.enqueue` with lists (one statement per call) per batch of
-`BULK_BATCH` jobs; one-by-one is `enqueue` of one job, both through psycopg on the schema `pgqueuer`.
+under `--full`; and the execution: `threads` by default, `inline` under `--full` (the job body called in the
+async entrypoint, on the event loop, at the default batch). pgqueuer has no queue names; each harness queue
+is an entrypoint prefix (`<queue>:<workload>`). Bulk is `SyncQueries.enqueue` with lists (one statement per
+call) per batch of `BULK_BATCH` jobs; one-by-one is `enqueue` of one job, both through psycopg on the schema
+`pgqueuer`.
 pgqueuer tells the end of a run from its own tables (a finished job leaves its queue table for its log),
 so it also runs with recording off (the recording pair).
 """
@@ -26,7 +28,16 @@ from pgqueuer.domain.settings import DBSettings
 
 from shared import db, peers, settings, workloads
 from shared.bench import store
-from shared.bench.adapters.base import Enqueuer, Option, SupervisedAdapter, meta, postgres_promise
+from shared.bench.adapters.base import (
+    PEER_EXECUTION,
+    Enqueuer,
+    Option,
+    SupervisedAdapter,
+    announced_queue,
+    meta,
+    peer_execution,
+    postgres_promise,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -34,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from shared.bench.spec import Case
 
 SCHEMA = peers.PGQUEUER_SCHEMA
+EXECUTIONS = peers.EXECUTIONS
 BULK_BATCH = 5000
 BATCHES = ("500", "10")
 HEARTBEAT_TIMEOUT_SECONDS = 10.0
@@ -75,7 +87,10 @@ class PgqueuerEnqueuer(Enqueuer):
 class Pgqueuer(SupervisedAdapter):
     name = "pgqueuer"
     summary = "pgqueuer: a PostgreSQL job queue for Python (asyncpg, SKIP LOCKED batches, LISTEN/NOTIFY)"
-    options = (Option("batch", BATCHES, "500", "jobs per dequeue (pgqueuer's own default: 10)", "batches"),)
+    options = (
+        Option("batch", BATCHES, "500", "jobs per dequeue (pgqueuer's own default: 10)", "batches"),
+        PEER_EXECUTION,
+    )
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueuer",)
     queue_tables: ClassVar[tuple[str, ...]] = (f"{SCHEMA}.pgqueuer",)
     counts_completions = True
@@ -83,16 +98,30 @@ class Pgqueuer(SupervisedAdapter):
     worker_script = "bench-pgqueuer-worker"
 
     def label(self, options: Mapping[str, str]) -> str:
-        batch = self.resolve(options)["batch"]
-        return self.name if batch == self.option("batch").default else f"{self.name}.batch{batch}"
+        o = self.resolve(options)
+        parts = [self.name]
+        if o["batch"] != self.option("batch").default:
+            parts.append(f"batch{o['batch']}")
+        if o["execution"] != self.option("execution").default:
+            parts.append(o["execution"])
+        return ".".join(parts)
 
     def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
-        return [{"batch": b} for b in (BATCHES if full else BATCHES[:1])]
+        # --full adds pgqueuer's own batch and the inline execution, each beside the default one
+        # (`pgqueuer.batch10`, `pgqueuer.inline`), not their product: inline runs at the default batch.
+        threads, inline = EXECUTIONS
+        if not full:
+            return [{"batch": BATCHES[0], "execution": threads}]
+        return [
+            *({"batch": b, "execution": threads} for b in BATCHES),
+            {"batch": BATCHES[0], "execution": inline},
+        ]
 
     def slot_mapping(self, case: Case) -> str:
-        batch = self.resolve(case.options)["batch"]
+        o = self.resolve(case.options)
+        how = "threads" if o["execution"] == "threads" else "slots, job bodies inline on the event loop"
         return (
-            f"pgqueuer: {case.processes} process(es) x {case.slots} threads, batch {batch} "
+            f"pgqueuer: {case.processes} process(es) x {case.slots} {how}, batch {o['batch']} "
             f"({case.total_slots} slots)"
         )
 
@@ -109,20 +138,34 @@ class Pgqueuer(SupervisedAdapter):
         p.add_argument(
             "--pgqueuer-batches", default=",".join(BATCHES), help="dequeue batch sizes, comma-separated"
         )
+        p.add_argument(
+            "--pgqueuer-executions",
+            default=EXECUTIONS[0],
+            help=f"how job bodies run ({', '.join(EXECUTIONS)}), comma-separated; every batch runs each",
+        )
 
     def queue_variants(self, args: argparse.Namespace) -> list[tuple[dict[str, str], int, int]]:
         from shared.bench.usage import choices
 
         batches = choices(args.pgqueuer_batches, BATCHES, "batch") or []
-        return [({"batch": b}, args.pgqueuer_processes, args.pgqueuer_threads) for b in batches]
+        executions = choices(args.pgqueuer_executions, EXECUTIONS, "execution") or []
+        return [
+            ({"batch": b, "execution": e}, args.pgqueuer_processes, args.pgqueuer_threads)
+            for b in batches
+            for e in executions
+        ]
 
     def configuration(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
-        batch = int(self.resolve(options)["batch"])
+        o = self.resolve(options)
+        batch = int(o["batch"])
         return {
             "schema": SCHEMA,
             "driver": "asyncpg on uvloop (worker), psycopg (enqueue)",
+            "execution": peer_execution(
+                o["execution"], "pgqueuer's async entrypoint hands it to a pool of `slots` threads"
+            ),
             "batch_size": batch,
-            "max_concurrent_tasks": f"max(2 x batch, threads) = at least {2 * batch}",
+            "max_concurrent_tasks": f"max(2 x batch, slots) = at least {2 * batch}",
             "heartbeat_timeout": HEARTBEAT_TIMEOUT_SECONDS,
             "dequeue_timeout": DEQUEUE_TIMEOUT_SECONDS,
             "bulk": f"enqueue with lists, {BULK_BATCH} jobs per call",
@@ -141,9 +184,14 @@ class Pgqueuer(SupervisedAdapter):
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
         argv = self.supervised_argv(case, queue, bin_dir)
-        argv += ["--batch-size", self.resolve(case.options)["batch"]]
+        o = self.resolve(case.options)
+        argv += ["--batch-size", o["batch"], "--execution", o["execution"]]
         argv += ["--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_SECONDS)]
         return [*argv, "--dequeue-timeout", str(DEQUEUE_TIMEOUT_SECONDS)]
+
+    def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
+        o = self.resolve(options)
+        return announced_queue(workers, self.name, {"batch_size": o["batch"], "execution": o["execution"]})
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return PgqueuerEnqueuer(case, queue, env)

@@ -2,8 +2,10 @@
 
 Slots map to `--processes P --slots N`: P processes, each running procrastinate's worker with
 `concurrency=N` (its sub-workers; the shared workloads are synchronous, and procrastinate runs a
-synchronous task in a thread). Bulk is procrastinate's batch defer (`JobDeferrer.batch_defer`, one
-statement per call) per batch of `BULK_BATCH` jobs; one-by-one is `defer`, one job per transaction.
+synchronous task in a thread). The variant is the execution: `threads` by default, `inline` under
+`--full` (each task an async task that calls the job body on the event loop). Bulk is procrastinate's batch
+defer (`JobDeferrer.batch_defer`, one statement per call) per batch of `BULK_BATCH` jobs; one-by-one is
+`defer`, one job per transaction.
 Both go through a `SyncPsycopgConnector` on the schema `procrastinate` (docs/howto/production/schema.md).
 The settings and their sources are in docs/benchmarks.md, "The peers' settings". procrastinate tells the
 end of a run from its own table (its jobs' `status`), so it also runs with recording off (the recording pair).
@@ -21,7 +23,15 @@ import procrastinate
 
 from shared import peers, settings
 from shared.bench import store
-from shared.bench.adapters.base import Enqueuer, SupervisedAdapter, meta, postgres_promise
+from shared.bench.adapters.base import (
+    PEER_EXECUTION,
+    Enqueuer,
+    SupervisedAdapter,
+    announced_queue,
+    meta,
+    peer_execution,
+    postgres_promise,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import psycopg
@@ -66,6 +76,7 @@ class ProcrastinateEnqueuer(Enqueuer):
 class Procrastinate(SupervisedAdapter):
     name = "procrastinate"
     summary = "procrastinate: a PostgreSQL task queue for Python (psycopg 3, LISTEN/NOTIFY, async workers)"
+    options = (PEER_EXECUTION,)
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-procrastinate",)
     queue_tables: ClassVar[tuple[str, ...]] = (f"{SCHEMA}.procrastinate_jobs",)
     counts_completions = True
@@ -73,12 +84,17 @@ class Procrastinate(SupervisedAdapter):
     worker_script = "bench-procrastinate-worker"
 
     def label(self, options: Mapping[str, str]) -> str:
-        return self.name
+        execution = self.resolve(options)["execution"]
+        return self.name if execution == self.option("execution").default else f"{self.name}.{execution}"
+
+    def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
+        return [{"execution": e} for e in (peers.EXECUTIONS if full else peers.EXECUTIONS[:1])]
 
     def slot_mapping(self, case: Case) -> str:
+        inline = self.resolve(case.options)["execution"] == "inline"
         return (
             f"procrastinate: {case.processes} process(es) x worker concurrency {case.slots} "
-            f"({case.total_slots} slots)"
+            f"({case.total_slots} slots{', job bodies inline on the event loop' if inline else ''})"
         )
 
     queue_defaults: ClassVar[dict[str, float]] = {
@@ -93,14 +109,30 @@ class Procrastinate(SupervisedAdapter):
         p.add_argument(
             "--procrastinate-concurrency", type=int, default=5, help="worker concurrency per process"
         )
+        p.add_argument(
+            "--procrastinate-executions",
+            default=peers.EXECUTIONS[0],
+            help=f"how job bodies run ({', '.join(peers.EXECUTIONS)}), comma-separated",
+        )
 
     def queue_variants(self, args: argparse.Namespace) -> list[tuple[dict[str, str], int, int]]:
-        return [({}, args.procrastinate_processes, args.procrastinate_concurrency)]
+        from shared.bench.usage import choices
+
+        executions = choices(args.procrastinate_executions, peers.EXECUTIONS, "execution") or []
+        return [
+            ({"execution": e}, args.procrastinate_processes, args.procrastinate_concurrency)
+            for e in executions
+        ]
 
     def configuration(self, options: Mapping[str, str], s: settings.Settings) -> dict[str, Any]:
+        execution = self.resolve(options)["execution"]
         return {
             "schema": SCHEMA,
             "connector": "PsycopgConnector (worker), SyncPsycopgConnector (enqueue)",
+            "execution": peer_execution(
+                execution,
+                "procrastinate runs a sync task through asgiref's sync_to_async, in the loop's default executor",
+            ),
             "listen_notify": True,
             "fetch_job_polling_interval": 5.0,
             "update_heartbeat_interval": 2.0,
@@ -120,7 +152,15 @@ class Procrastinate(SupervisedAdapter):
         )
 
     def worker_argv(self, case: Case, queue: str, bin_dir: Path) -> list[str]:
-        return [*self.supervised_argv(case, queue, bin_dir), "--stalled-after", str(STALLED_AFTER_SECONDS)]
+        argv = [
+            *self.supervised_argv(case, queue, bin_dir),
+            "--execution",
+            self.resolve(case.options)["execution"],
+        ]
+        return [*argv, "--stalled-after", str(STALLED_AFTER_SECONDS)]
+
+    def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
+        return announced_queue(workers, self.name, {"execution": self.resolve(options)["execution"]})
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return ProcrastinateEnqueuer(case, queue, env)
