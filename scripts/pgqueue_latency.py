@@ -55,15 +55,16 @@ def main() -> int:
     url = settings.load().queue_database_url
     if args.raw:
         raw = calibration.raw_pickup(url, count=args.jobs, interval=1 / args.rate)
-        print(
-            f"raw pickup (enqueue to claim): p50 {raw['pickup_p50_ms']:.2f} ms, p99 {raw['pickup_p99_ms']:.2f} ms"
-        )
+        print(f"raw pickup (enqueue to claim): p50 {raw['pickup_p50_ms']} ms, p99 {raw['pickup_p99_ms']} ms")
     exe = Path(sys.executable).parent / "bench-pgqueue-worker"
     argv = [str(exe), "--processes", str(args.processes), "--threads", "4", "--queues", QUEUE]
     argv += ["--no-record", "--no-maintenance", "--loglevel", "WARNING"]
-    with db.connect(url, autocommit=True) as conn:
+    with (
+        db.connect(url, autocommit=True) as conn,
+        tempfile.TemporaryDirectory(prefix="pgqueue-latency-") as spool,
+    ):
         pgqueue.delete_finished(conn, QUEUE)
-        env = workers.worker_env(url, Path(tempfile.mkdtemp(prefix="pgqueue-latency-")))
+        env = workers.worker_env(url, Path(spool))
         proc = subprocess.Popen(argv, env=env, start_new_session=True)
         try:
             pgqueue.enqueue(conn, "noop", {}, queue=QUEUE)  # a first job: the worker is ready once it ran
@@ -78,7 +79,11 @@ def main() -> int:
             rows = conn.execute(WAITS, {"queue": QUEUE}).fetchall()
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(60)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         pgqueue.delete_finished(conn, QUEUE)
     for label, values in (
         ("claim statement began", [r[0] for r in rows]),

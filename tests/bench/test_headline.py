@@ -86,7 +86,7 @@ def test_a_short_sweep_bounds_the_p95_its_jobs_carry_and_says_so():
     assert line["percentile"] == "p95" and line["highest_rate_under_bound"] == 300
     assert "sustains **300 jobs/s** with p95 under 50 ms" in figures.headline({}, [line])["sweep"][0]
     text = "\n".join(markdown._sweep([line]))
-    assert "highest rate with p95 < bound" in text and "too few for a p99" in text
+    assert "**300 jobs/s** (p95 < 50 ms)" in text and "too few for a p99, the verdict bounds the p95" in text
 
 
 def test_a_one_by_one_sized_drain_compares_its_enqueue_rate_not_its_drain():

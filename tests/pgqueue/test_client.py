@@ -286,12 +286,11 @@ def test_completion_plans_one_key_lookup_per_id_whatever_the_statistics(conn, ho
     n = len(ids)
     args = {
         "ids": ids,
-        "attempts": [1] * n,
         "keys": queries.attempt_keys(ids, [1] * n),
         "worker_id": "w",
-        "delays": [1.0] * n,
-        "discards": [False] * n,
-        "errors": [Jsonb({"message": "boom"})] * n,
+        "entries": Jsonb(
+            {str(i): {"discard": False, "delay": 1.0, "error": {"message": "boom"}} for i in ids}
+        ),
     }
     # the query alone, and on the worker's connection
     for c in (conn, hot_conn):

@@ -90,8 +90,9 @@ def _latest_attempts(
 ) -> tuple[list[int], list[int], list[Failure]]:
     """The batch to write, with one entry per job: its latest attempt. A job can be in one batch twice (a
     timed-out attempt finishing late, and the next attempt of the same job on this worker); only the
-    job's current attempt can pass the ownership check, and the statements find an id's attempt at its
-    first position in the batch, so the older entries, no-ops anyway, are left out."""
+    job's current attempt can pass the ownership check, and `fail` looks a failure up by its id in one
+    jsonb object, where a repeated id would keep whichever entry came last, so the older entries, no-ops
+    anyway, are left out."""
     if len(set(ids)) < len(ids):
         latest: dict[int, int] = {}
         for job_id, attempt in zip(ids, attempts, strict=True):

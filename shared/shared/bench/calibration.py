@@ -113,34 +113,44 @@ def raw_pickup(url: str, count: int = 400, interval: float = 0.005) -> dict[str,
     """Enqueue (before the INSERT) to claim (its rows back), p50 and p99 in ms, of `count` jobs sent one per
     `interval` seconds, each claimed by a listener as its notification arrives (the table is emptied first)."""
     _empty(url)
-    listener = db.connect(url, role="calibrate-listen", autocommit=True)
-    listener.execute(store.q("calibration_listen"))
     delays: list[float] = []
+    failed: list[BaseException] = []
+    with (
+        db.connect(url, role="calibrate-listen", autocommit=True) as listener,
+        db.connect(url, role="calibrate-claim", autocommit=True) as claim,
+    ):
+        listener.execute(store.q("calibration_listen"))
+        claim.execute("SET synchronous_commit TO off")  # as raw_drain's claims, and a queue's can
 
-    def pick() -> None:
-        with db.connect(url, role="calibrate-claim", autocommit=True) as claim:
-            claim.execute("SET synchronous_commit TO off")  # as raw_drain's claims, and a queue's can
-            for _ in listener.notifies(timeout=count * interval + 10):
-                rows = claim.execute(store.q("calibration_claim"), {"limit": 10}, prepare=True).fetchall()
-                now = time.time()
-                delays.extend((now - r[3]["enqueued_at"]) * 1000 for r in rows)
-                if len(delays) >= count:
-                    break
+        def pick() -> None:
+            try:
+                for _ in listener.notifies(timeout=count * interval + 10):
+                    rows = claim.execute(store.q("calibration_claim"), {"limit": 10}, prepare=True).fetchall()
+                    now = time.time()
+                    delays.extend((now - r[3]["enqueued_at"]) * 1000 for r in rows)
+                    if len(delays) >= count:
+                        break
+            except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+                failed.append(exc)
 
-    thread = threading.Thread(target=pick, daemon=True)
-    thread.start()
-    with db.connect(url, role="calibrate", autocommit=True) as conn:
-        for _ in range(count):
-            conn.execute(store.q("calibration_enqueue_notify"), {"enqueued_at": time.time()}, prepare=True)
-            time.sleep(interval)
-    thread.join(count * interval + 15)
-    listener.close()
+        thread = threading.Thread(target=pick, daemon=True)
+        thread.start()
+        with db.connect(url, role="calibrate", autocommit=True) as conn:
+            for _ in range(count):
+                conn.execute(
+                    store.q("calibration_enqueue_notify"), {"enqueued_at": time.time()}, prepare=True
+                )
+                time.sleep(interval)
+        thread.join(count * interval + 15)
+    if failed:
+        raise failed[0]
     p = stats.percentiles(delays, (50.0, 99.0))
     return {"pickup_p50_ms": p["p50"], "pickup_p99_ms": p["p99"]}
 
 
 def raw_ceiling(url: str, jobs: int = 100_000, insert_jobs: int | None = None) -> dict[str, Any]:
-    """The raw ceiling on `url`: `{"drain": jobs/s, "copy": jobs/s, "insert": jobs/s, "notify_p50_ms": ...}`,
+    """The raw ceiling on `url`: `{"drain": jobs/s, "copy": jobs/s, "insert": jobs/s, "notify_p50_ms": ...,
+    "pickup_p50_ms": ...}`,
     with `jobs_per_second` the drain (the figure drains are compared with).
 
     `jobs` rows for drain and copy; `insert_jobs` (default `jobs // 20`, at least 1,000) single-row

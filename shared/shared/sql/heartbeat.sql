@@ -74,7 +74,7 @@ LISTEN queue_workers;
 -- did (a supervisor's processes heartbeat as `<its id>-<n>` with role `process`).
 SELECT count(*) FILTER (WHERE s.id IS NOT NULL),
        (SELECT count(*) FROM queue.workers p
-         WHERE p.id LIKE s.id || '-%%' AND p.stopped_at IS NULL AND p.info->>'role' = 'process'
+         WHERE starts_with(p.id, s.id || '-') AND p.stopped_at IS NULL AND p.info->>'role' = 'process'
            AND p.heartbeat_at > to_timestamp(%(since)s) - interval '1 second')
   FROM queue.workers s
  WHERE s.pid = %(pid)s AND s.host = %(host)s AND s.stopped_at IS NULL

@@ -116,8 +116,9 @@ def write(out: Path, runs: list[dict[str, Any]], cases: list[dict[str, Any]]) ->
 
 
 def sweep(out: Path, lines: list[dict[str, Any]]) -> list[Path]:
-    """sweep.png: p99 from the scheduled arrival against the offered rate, one line per variant, the bound
-    as a dashed line; a saturated rate is a cross, a rate with too few samples for its p99 is left out."""
+    """sweep.png: each line's bound percentile (p99, or p95 in a short sweep) from the scheduled arrival
+    against the offered rate, one line per variant, the bound as a dashed line; a saturated rate is a cross,
+    a rate with too few samples for that percentile is left out."""
     if not lines:
         return []
     import matplotlib
@@ -125,9 +126,9 @@ def sweep(out: Path, lines: list[dict[str, Any]]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pct = lines[0].get("percentile") or "p99"
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for line in lines:
+        pct = line.get("percentile") or "p99"
         pts = [p for p in line["points"] if p[f"{pct}_ms"] is not None]
         if not pts:
             continue
@@ -148,8 +149,9 @@ def sweep(out: Path, lines: list[dict[str, Any]]) -> list[Path]:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered rate (jobs/s, open loop)")
-    ax.set_ylabel(f"end-to-end {pct} (ms)")
-    ax.set_title(f"Load sweep: {pct} against offered load (x: saturated)")
+    pcts = "/".join(sorted({line.get("percentile") or "p99" for line in lines}, reverse=True))
+    ax.set_ylabel(f"end-to-end {pcts} (ms)")
+    ax.set_title(f"Load sweep: {pcts} against offered load (x: saturated)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "sweep.png"
