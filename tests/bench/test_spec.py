@@ -308,3 +308,19 @@ def test_attached_mode_runs_a_peers_variant_only_on_workers_that_announce_it():
     assert pgqueuer.attached_queue(live, {}) == "q0"
     assert pgqueuer.attached_queue(live, {"execution": "inline"}) is None
     assert pgqueuer.attached_queue(live, {"batch": "10"}) is None
+
+
+def test_attached_mode_runs_a_celery_configuration_only_on_workers_that_run_it():
+    def worker(queue: str, broker: str, configuration: str) -> dict:
+        return {
+            "adapter": "celery",
+            "queues": [queue],
+            "info": {"broker": broker, "configuration": configuration},
+        }
+
+    celery = adapters.get("celery")
+    live = [worker("d", "redis", "defaults"), worker("pg", "postgres", "reliable")]
+    assert celery.attached_queue(live, {"broker": "redis"}) == "d"
+    assert celery.attached_queue(live, {"broker": "redis", "config": "reliable"}) is None
+    assert celery.attached_queue(live, {"broker": "postgres", "config": "reliable"}) == "pg"
+    assert celery.attached_queue(live, {"broker": "rabbitmq"}) is None

@@ -30,7 +30,7 @@ import psutil
 
 from shared import celery_app, db, settings
 from shared.bench import store
-from shared.bench.adapters.base import Adapter, Enqueuer, Option, meta, postgres_durability
+from shared.bench.adapters.base import Adapter, Enqueuer, Option, announced_queue, meta, postgres_durability
 from shared.bench.adapters.brokers import (
     broker_port,
     broker_url,
@@ -294,11 +294,10 @@ class Celery(Adapter):
         return out
 
     def attached_queue(self, workers: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> str | None:
-        broker = self.resolve(options)["broker"]
-        for w in workers:
-            if w["adapter"] == self.name and (w["info"] or {}).get("broker") == broker and w["queues"]:
-                return str(w["queues"][0])
-        return None
+        """A live worker on the variant's broker that runs its configuration (`defaults` or `reliable`, as
+        its heartbeat's `info` says): a `reliable` case never measures a `defaults` worker."""
+        o = self.resolve(options)
+        return announced_queue(workers, self.name, {"broker": o["broker"], "configuration": o["config"]})
 
     def enqueuer(self, case: Case, queue: str, env: Mapping[str, str]) -> Enqueuer:
         return CeleryEnqueuer(case, queue, env)
