@@ -47,7 +47,8 @@ class Option:
     """One dimension of an adapter's variants, such as Celery's broker.
 
     `matrix_key` is the list of values a matrix spec gives for it (`"brokers": ["redis", "rabbitmq"]`);
-    `aliases` are the names older specs used for it.
+    `aliases` are the names older specs used for it. A variant's label (`Adapter.label`) shows the value as
+    `tag` formats it, and only when it is not the default unless the option is `always_labelled`.
     """
 
     name: str
@@ -56,6 +57,8 @@ class Option:
     help: str
     matrix_key: str
     aliases: tuple[str, ...] = ()
+    tag: str = "{}"
+    always_labelled: bool = False
 
 
 def meta(run_id: int, seq: int, enqueued_at: float, scheduled_at: float | None = None) -> dict[str, Any]:
@@ -128,9 +131,16 @@ class Adapter(abc.ABC):
         return {o.name: options.get(o.name, o.default) for o in self.options}
 
     def label(self, options: Mapping[str, str]) -> str:
-        """How results name this variant: the adapter's name and its option values, dotted."""
-        values = self.resolve(options).values()
-        return ".".join([self.name, *values])
+        """How results name this variant: the adapter's name and its options' values, dotted, each as its
+        option's `tag` formats it; a value at its default is left out unless the option is `always_labelled`
+        (`pgqueue`, `pgqueue.relaxed`, `pgqueuer.batch10`, `celery.redis.defaults.threads`)."""
+        values = self.resolve(options)
+        shown = [
+            o.tag.format(values[o.name])
+            for o in self.options
+            if o.always_labelled or values[o.name] != o.default
+        ]
+        return ".".join([self.name, *shown])
 
     def layout(self, total_slots: int) -> tuple[int, int]:
         """Worker processes and slots per process that give `total_slots` in this queue's natural shape."""

@@ -120,7 +120,14 @@ class Celery(Adapter):
     name = "celery"
     summary = "Celery with kombu, on PostgreSQL (kombu's SQL transport), Redis or RabbitMQ"
     options = (
-        Option("broker", celery_app.BROKERS, "postgres", "the broker Celery runs on", "brokers"),
+        Option(
+            "broker",
+            celery_app.BROKERS,
+            "postgres",
+            "the broker Celery runs on",
+            "brokers",
+            always_labelled=True,
+        ),
         Option(
             "config",
             celery_app.CONFIGURATIONS,
@@ -128,6 +135,7 @@ class Celery(Adapter):
             "defaults, or reliable (acks late, reject on worker lost, prefetch 1)",
             "configs",
             aliases=("celery_config", "celery_configs"),
+            always_labelled=True,
         ),
         Option("pool", POOLS, "prefork", "the worker pool; one child process per slot with prefork", "pools"),
     )
@@ -169,11 +177,6 @@ class Celery(Adapter):
 
     def queue_env(self, args: argparse.Namespace) -> dict[str, str]:
         return {"BENCH_CELERY_POLLING_INTERVAL": str(args.polling_interval)}
-
-    def label(self, options: Mapping[str, str]) -> str:
-        o = self.resolve(options)
-        pool = "" if o["pool"] == "prefork" else f".{o['pool']}"
-        return f"{self.name}.{o['broker']}.{o['config']}{pool}"
 
     def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
         configs = celery_app.CONFIGURATIONS if full else ("defaults",)

@@ -95,10 +95,6 @@ class Pgqueue(SupervisedAdapter):
     worker_script = "bench-pgqueue-worker"
     slots_flag = "--threads"
 
-    def label(self, options: Mapping[str, str]) -> str:
-        relaxed = self.resolve(options)["commit"] == "relaxed"
-        return f"{self.name}.relaxed" if relaxed else self.name
-
     def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
         # The relaxed variant, to set beside Redis without persistence at equal promises, with --full.
         return [{}, {"commit": "relaxed"}] if full else [{}]

@@ -88,7 +88,9 @@ class Pgqueuer(SupervisedAdapter):
     name = "pgqueuer"
     summary = "pgqueuer: a PostgreSQL job queue for Python (asyncpg, SKIP LOCKED batches, LISTEN/NOTIFY)"
     options = (
-        Option("batch", BATCHES, "500", "jobs per dequeue (pgqueuer's own default: 10)", "batches"),
+        Option(
+            "batch", BATCHES, "500", "jobs per dequeue (pgqueuer's own default: 10)", "batches", tag="batch{}"
+        ),
         PEER_EXECUTION,
     )
     backend_prefixes: ClassVar[tuple[str, ...]] = ("bench-pgqueuer",)
@@ -96,15 +98,6 @@ class Pgqueuer(SupervisedAdapter):
     counts_completions = True
     packages: ClassVar[tuple[str, ...]] = ("pgqueuer", "asyncpg", "uvloop")
     worker_script = "bench-pgqueuer-worker"
-
-    def label(self, options: Mapping[str, str]) -> str:
-        o = self.resolve(options)
-        parts = [self.name]
-        if o["batch"] != self.option("batch").default:
-            parts.append(f"batch{o['batch']}")
-        if o["execution"] != self.option("execution").default:
-            parts.append(o["execution"])
-        return ".".join(parts)
 
     def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
         # --full adds pgqueuer's own batch and the inline execution, each beside the default one

@@ -83,10 +83,6 @@ class Procrastinate(SupervisedAdapter):
     packages: ClassVar[tuple[str, ...]] = ("procrastinate", "psycopg", "psycopg-pool")
     worker_script = "bench-procrastinate-worker"
 
-    def label(self, options: Mapping[str, str]) -> str:
-        execution = self.resolve(options)["execution"]
-        return self.name if execution == self.option("execution").default else f"{self.name}.{execution}"
-
     def default_variants(self, *, brokers: Sequence[str], full: bool) -> list[dict[str, str]]:
         return [{"execution": e} for e in (peers.EXECUTIONS if full else peers.EXECUTIONS[:1])]
 
